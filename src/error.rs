@@ -1,0 +1,107 @@
+//! The one error type of the HTTP edge: each variant knows its status code and
+//! the short message a client sees as `{"error": "..."}`.
+//!
+//! Internal details (Redis errors, panics) are logged in full by the server and
+//! never sent to the client.
+
+use std::fmt;
+
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub enum Error {
+    /// 400: the request is malformed or a value is invalid.
+    BadRequest(String),
+    /// 403: a cross-site write, refused.
+    Forbidden(String),
+    /// 404: no such route or comment.
+    NotFound(String),
+    /// 405: the route exists but not for this method; `allow` lists the methods.
+    MethodNotAllowed { allow: &'static str },
+    /// 413: the body is larger than the limit.
+    PayloadTooLarge { limit: usize },
+    /// 415: the body is neither JSON nor a form.
+    UnsupportedMediaType,
+    /// 429: the write rate limit; retry after this many seconds.
+    TooManyRequests { retry_after: u64 },
+    /// 503: the store cannot be reached; the client may retry.
+    Unavailable(String),
+    /// 500: a bug or unexpected data; the detail is logged, not shown.
+    Internal(String),
+}
+
+impl Error {
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::Forbidden(_) => 403,
+            Error::NotFound(_) => 404,
+            Error::MethodNotAllowed { .. } => 405,
+            Error::PayloadTooLarge { .. } => 413,
+            Error::UnsupportedMediaType => 415,
+            Error::TooManyRequests { .. } => 429,
+            Error::Unavailable(_) => 503,
+            Error::Internal(_) => 500,
+        }
+    }
+
+    /// What the client is told. Never internal detail.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::BadRequest(m) | Error::Forbidden(m) | Error::NotFound(m) => m.clone(),
+            Error::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
+            Error::PayloadTooLarge { limit } => format!("body larger than {limit} bytes"),
+            Error::UnsupportedMediaType => {
+                "send application/json or application/x-www-form-urlencoded".to_string()
+            }
+            Error::TooManyRequests { retry_after } => {
+                format!("too many writes; retry in {retry_after} s")
+            }
+            Error::Unavailable(_) => "storage is unavailable; try again shortly".to_string(),
+            Error::Internal(_) => "internal error".to_string(),
+        }
+    }
+
+    /// The JSON body for this error.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "error": self.public_message() }).to_string()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Unavailable(detail) | Error::Internal(detail) => {
+                write!(f, "{} ({detail})", self.status())
+            }
+            other => write!(f, "{} {}", other.status(), other.public_message()),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(why) => Error::Unavailable(why),
+            StoreError::Corrupt(why) => Error::Internal(why),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Store failures map to 503 or 500, and neither leaks its detail to the client.
+    #[test]
+    fn store_errors_hide_detail() {
+        let e: Error = StoreError::Unavailable("connection refused 10.0.0.1".into()).into();
+        assert_eq!(e.status(), 503);
+        assert!(!e.body().contains("10.0.0.1"));
+        let e: Error = StoreError::Corrupt("WRONGTYPE".into()).into();
+        assert_eq!(e.status(), 500);
+        assert_eq!(e.body(), r#"{"error":"internal error"}"#);
+    }
+}

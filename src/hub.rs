@@ -1,0 +1,225 @@
+//! The hub: a mutex-guarded list of subscribers, each a bounded channel.
+//!
+//! The pump publishes; each SSE writer thread drains its own channel. The hub
+//! moves opaque messages and knows nothing of HTTP, Redis or event formats.
+//!
+//! Invariant: `publish` never blocks on a client. It uses `try_send`; a client
+//! whose channel is full has fallen behind and is dropped (its writer sees the
+//! channel close, sends a retry hint and ends; the browser reconnects and
+//! replays what it missed). One slow reader can never stall the others.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+/// How many undelivered messages (batches) a subscriber may have queued before
+/// it counts as too slow. Batches coalesce events, so this is seconds of lag.
+pub const CHANNEL_BOUND: usize = 256;
+
+/// Subscribers and the cap, behind one mutex.
+pub struct Hub<T> {
+    inner: Mutex<Inner<T>>,
+    /// The most subscribers at once, fixed at startup from the OS limits.
+    cap: usize,
+    /// Clients dropped because their channel was full (for metrics and tests).
+    dropped_slow: AtomicU64,
+    /// Clients refused because the hub was at its cap.
+    refused: AtomicU64,
+}
+
+struct Inner<T> {
+    next_id: u64,
+    subscribers: HashMap<u64, Sender<T>>,
+    /// Once closed (shutdown), nobody may subscribe and every channel is gone.
+    closed: bool,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The hub holds `cap` subscribers already.
+    Full { cap: usize },
+    /// The server is shutting down.
+    Closed,
+}
+
+/// A subscriber's end: its receiver, and its place in the hub until dropped.
+pub struct Subscription<T> {
+    id: u64,
+    pub rx: Receiver<T>,
+    hub: Arc<Hub<T>>,
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        self.hub.lock().subscribers.remove(&self.id);
+    }
+}
+
+impl<T> Hub<T> {
+    /// Nothing done under this lock can panic half-way (map insert/remove and
+    /// `try_send`), so a poisoned lock still guards whole data: carry on.
+    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T: Clone> Hub<T> {
+    /// A hub that admits at most `cap` subscribers.
+    pub fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Hub {
+            inner: Mutex::new(Inner {
+                next_id: 0,
+                subscribers: HashMap::new(),
+                closed: false,
+            }),
+            cap,
+            dropped_slow: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers a new subscriber, unless the hub is full or closed.
+    pub fn subscribe(self: &Arc<Self>) -> Result<Subscription<T>, SubscribeError> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(SubscribeError::Closed);
+        }
+        if inner.subscribers.len() >= self.cap {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(SubscribeError::Full { cap: self.cap });
+        }
+        let (tx, rx) = bounded(CHANNEL_BOUND);
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.subscribers.insert(id, tx);
+        Ok(Subscription {
+            id,
+            rx,
+            hub: Arc::clone(self),
+        })
+    }
+
+    /// Hands `msg` to every subscriber without waiting for any of them. Returns
+    /// how many received it. Full channels are dropped as too slow.
+    pub fn publish(&self, msg: T) -> usize {
+        let mut inner = self.lock();
+        let mut slow = 0;
+        inner
+            .subscribers
+            .retain(|_, tx| match tx.try_send(msg.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    slow += 1;
+                    false
+                }
+                // The writer has gone; its Subscription's drop will find nothing to remove.
+                Err(TrySendError::Disconnected(_)) => false,
+            });
+        if slow > 0 {
+            self.dropped_slow.fetch_add(slow, Ordering::Relaxed);
+            log::warn!("dropped {slow} slow SSE client(s): their queue was full");
+        }
+        inner.subscribers.len()
+    }
+
+    /// Closes every channel and refuses new subscribers (graceful shutdown).
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.subscribers.clear();
+    }
+
+    /// Current number of subscribers.
+    pub fn len(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most subscribers at once.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Clients dropped for being slow, since start.
+    pub fn dropped_slow(&self) -> u64 {
+        self.dropped_slow.load(Ordering::Relaxed)
+    }
+
+    /// Clients refused at the cap, since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subscriber receives each published message, in order.
+    #[test]
+    fn fans_out_in_order() {
+        let hub = Hub::new(10);
+        let a = hub.subscribe().unwrap();
+        let b = hub.subscribe().unwrap();
+        assert_eq!(hub.publish(1), 2);
+        assert_eq!(hub.publish(2), 2);
+        for sub in [&a, &b] {
+            assert_eq!(sub.rx.try_iter().collect::<Vec<_>>(), vec![1, 2]);
+        }
+    }
+
+    /// Dropping a subscription removes it from the hub at once.
+    #[test]
+    fn drop_unsubscribes() {
+        let hub = Hub::<u8>::new(10);
+        let a = hub.subscribe().unwrap();
+        assert_eq!(hub.len(), 1);
+        drop(a);
+        assert_eq!(hub.len(), 0);
+    }
+
+    /// The cap refuses the subscriber over it, and frees a place when one leaves.
+    #[test]
+    fn cap_refuses_then_frees() {
+        let hub = Hub::<u8>::new(1);
+        let a = hub.subscribe().unwrap();
+        assert_eq!(hub.subscribe().err(), Some(SubscribeError::Full { cap: 1 }));
+        assert_eq!(hub.refused(), 1);
+        drop(a);
+        assert!(hub.subscribe().is_ok());
+    }
+
+    /// A subscriber that never reads is dropped when its channel fills; the
+    /// others keep receiving and publish never blocks.
+    #[test]
+    fn slow_subscriber_is_dropped() {
+        let hub = Hub::new(10);
+        let slow = hub.subscribe().unwrap();
+        let fast = hub.subscribe().unwrap();
+        for i in 0..CHANNEL_BOUND + 1 {
+            hub.publish(i);
+            assert_eq!(fast.rx.try_recv().unwrap(), i);
+        }
+        assert_eq!(hub.len(), 1);
+        assert_eq!(hub.dropped_slow(), 1);
+        // The slow one can still drain what it had, then sees the channel closed.
+        assert_eq!(slow.rx.try_iter().count(), CHANNEL_BOUND);
+        assert!(slow.rx.recv().is_err());
+    }
+
+    /// After close, channels are disconnected and new subscribers refused.
+    #[test]
+    fn close_disconnects_everyone() {
+        let hub = Hub::<u8>::new(10);
+        let a = hub.subscribe().unwrap();
+        hub.close();
+        assert!(a.rx.recv().is_err());
+        assert_eq!(hub.subscribe().err(), Some(SubscribeError::Closed));
+    }
+}

@@ -1,0 +1,203 @@
+//! likeboard: a live comment board. People post comments and like them; the
+//! ranking lives in Redis; every change reaches every open browser over
+//! Server-Sent Events. Synchronous, thread per connection, no async runtime.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and environment into a [`config::Config`].
+//! - [`server`]: the listener, tiny_http's accept loop, request workers, and the
+//!   hand-off of `/events` to a writer thread per client.
+//! - [`routes`]: request -> reply; the only place that knows URLs.
+//! - [`input`]: strict parsing and validation of what clients send.
+//! - [`store`]: the [`store::Store`] trait; [`store::redis`] (Lua scripts and a
+//!   capped stream) and [`store::memory`] (the embedded default).
+//! - [`pump`]: one thread that reads new events from the store's log and
+//!   publishes each batch to the hub.
+//! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
+//! - [`sse`]: events to exact bytes, and the per-client writer loop.
+//! - [`page`]: minijinja templates and static files, embedded in the binary.
+//! - [`release`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
+//!
+//! # How a like travels
+//!
+//! `POST /api/comments/7/like` -> a worker thread in [`server`] -> [`routes`]
+//! validates -> [`store::Store::set_like`]: ONE atomic Lua step updates the liker
+//! set and ranking and appends `like` to the capped stream -> the reply `{id,
+//! score, liked}`. Separately, in every process: the [`pump`] thread's `XREAD
+//! BLOCK` returns the new entries -> rendered once into an `Arc<Batch>` ->
+//! [`hub::Hub::publish`] `try_send`s it to every subscriber's bounded channel ->
+//! each client's writer thread wakes, writes everything pending in one write,
+//! and flushes -> the browser's EventSource fires `like`.
+//!
+//! # Invariants
+//!
+//! - Only `store/redis.rs` imports redis; only `server.rs` and `routes.rs`
+//!   import tiny_http.
+//! - Handlers never broadcast; only the pump publishes, so every instance sends
+//!   the same events in the same order with the same ids.
+//! - The hub never blocks on a client: a full channel drops that client.
+//! - User text reaches the page only through autoescaped `.html` templates or
+//!   `textContent`, under a CSP that forbids inline script.
+//! - No request input can panic a shared thread; a handler panic is caught,
+//!   logged and answered with 500.
+
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod input;
+pub mod limits;
+pub mod page;
+pub mod pump;
+pub mod ratelimit;
+pub mod release;
+pub mod routes;
+pub mod server;
+pub mod sse;
+pub mod store;
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use config::Config;
+use hub::Hub;
+use routes::App;
+use store::{memory::MemoryStore, redis::RedisStore, Store};
+
+/// Runs the server until SIGTERM/SIGINT (Ok) or until it cannot go on (Err).
+pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    // Block the stop signals in every thread (threads inherit the mask), so one
+    // thread can wait for them with sigwait and shut down in order.
+    let signals = shutdown_signals::block()?;
+
+    let store: Arc<dyn Store> = match &config.redis_url {
+        Some(url) => {
+            let pool = (config.workers + 4) as u32;
+            let store = RedisStore::open(url, &config.key_prefix, config.stream_len, pool)?;
+            match store.ping() {
+                Ok(()) => log::info!("using Redis at {}", redact(url)),
+                Err(e) => log::warn!(
+                    "Redis at {} is not answering yet ({e}); will keep trying",
+                    redact(url)
+                ),
+            }
+            Arc::new(store)
+        }
+        None => {
+            log::warn!("no Redis URL configured: using the in-memory store, NOTHING IS PERSISTED");
+            Arc::new(MemoryStore::new(config.stream_len))
+        }
+    };
+
+    let limits = limits::OsLimits::measure();
+    let (os_cap, why) = limits.subscriber_cap();
+    let cap = config
+        .max_subscribers
+        .map_or(os_cap, |asked| asked.min(os_cap));
+    log::info!("subscriber cap {cap} (OS allows {os_cap}, limited by {why}; {limits:?})");
+
+    let hub = Hub::new(cap);
+    let pump_stats = Arc::new(pump::PumpStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let page = page::Page::new(config.assets_dir.clone())?;
+    let app = Arc::new(App {
+        store: Arc::clone(&store),
+        hub: Arc::clone(&hub),
+        page,
+        limiter: ratelimit::RateLimiter::new(config.write_rate),
+        config,
+        pump: Arc::clone(&pump_stats),
+        started: Instant::now(),
+    });
+    let _pump = pump::spawn(store, hub, pump_stats, Arc::clone(&stop));
+
+    let server = server::Server::start(Arc::clone(&app))?;
+    let fatal = server.spawn_workers();
+    // Scripts and tests read this line to learn the real port.
+    println!("listening on http://{}", server.addr());
+    std::io::stdout().flush()?;
+    log::info!("listening on http://{}", server.addr());
+
+    let stop_signal = signals.wait_in_thread();
+    crossbeam_channel::select! {
+        recv(stop_signal) -> sig => {
+            log::info!("signal {} received: shutting down", sig.unwrap_or(0));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            server.shutdown();
+            log::info!("stopped");
+            Ok(())
+        }
+        recv(fatal) -> why => {
+            let why = why.unwrap_or_else(|_| "all workers ended".into());
+            log::error!("{why}; exiting so a supervisor can restart the server");
+            Err(why.into())
+        }
+    }
+}
+
+/// Hides a password in a Redis URL before it is logged.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// SIGTERM and SIGINT, delivered to one waiting thread instead of killing us.
+mod shutdown_signals {
+    use std::io;
+    use std::mem::MaybeUninit;
+
+    pub struct Blocked(libc::sigset_t);
+
+    /// Blocks SIGTERM and SIGINT for this thread and every thread it spawns.
+    pub fn block() -> io::Result<Blocked> {
+        // SAFETY: plain libc signal-set manipulation on a local set.
+        unsafe {
+            let mut set = MaybeUninit::<libc::sigset_t>::zeroed();
+            libc::sigemptyset(set.as_mut_ptr());
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
+            let set = set.assume_init();
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(Blocked(set))
+        }
+    }
+
+    impl Blocked {
+        /// A channel that yields the signal number when one arrives.
+        pub fn wait_in_thread(self) -> crossbeam_channel::Receiver<i32> {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    let mut sig = 0;
+                    // SAFETY: sigwait on the set we blocked.
+                    if unsafe { libc::sigwait(&self.0, &mut sig) } == 0 {
+                        let _ = tx.send(sig);
+                    }
+                })
+                .expect("spawning the signal thread");
+            rx
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Passwords in Redis URLs never reach the log.
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("redis://:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(super::redact("redis://host:6379"), "redis://host:6379");
+    }
+}

@@ -1,0 +1,113 @@
+//! Write rate limiting: a token bucket per visitor and per client IP.
+//!
+//! A bucket holds up to a minute's allowance and refills continuously, so a
+//! burst of clicks is fine and a script flooding the board is slowed to the
+//! configured rate. A classroom behind one NAT address shares the IP bucket,
+//! which is therefore [`IP_FACTOR`] times larger than a visitor's.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// How many visitors' worth of writes one IP address may make.
+pub const IP_FACTOR: u32 = 20;
+/// Forget idle buckets once this many are tracked (they refill to full anyway).
+const SWEEP_AT: usize = 10_000;
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Per-key token buckets; `per_minute == 0` disables limiting.
+pub struct RateLimiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        RateLimiter {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one write from both the visitor's and the IP's bucket. On refusal,
+    /// returns the whole seconds until a write would be allowed.
+    pub fn check(&self, visitor: &str, ip: &str) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > SWEEP_AT {
+            let full_after = 60.0;
+            buckets.retain(|_, b| now.duration_since(b.updated).as_secs_f64() < full_after);
+        }
+        let visitor_rate = f64::from(self.per_minute);
+        let ip_rate = visitor_rate * f64::from(IP_FACTOR);
+        let keys = [
+            (format!("v:{visitor}"), visitor_rate),
+            (format!("ip:{ip}"), ip_rate),
+        ];
+        // Check both before taking from either, so a refusal costs nothing.
+        let mut wait = 0.0f64;
+        for (key, rate) in &keys {
+            let b = buckets.entry(key.clone()).or_insert(Bucket {
+                tokens: *rate,
+                updated: now,
+            });
+            let elapsed = now.duration_since(b.updated).as_secs_f64();
+            b.tokens = (b.tokens + elapsed * rate / 60.0).min(*rate);
+            b.updated = now;
+            if b.tokens < 1.0 {
+                wait = wait.max((1.0 - b.tokens) * 60.0 / rate);
+            }
+        }
+        if wait > 0.0 {
+            return Err(wait.ceil().max(1.0) as u64);
+        }
+        for (key, _) in &keys {
+            if let Some(b) = buckets.get_mut(key) {
+                b.tokens -= 1.0;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A visitor gets a minute's allowance at once, then is refused with a wait.
+    #[test]
+    fn visitor_bucket_empties() {
+        let limiter = RateLimiter::new(3);
+        for _ in 0..3 {
+            assert!(limiter.check("v", "1.2.3.4").is_ok());
+        }
+        let wait = limiter.check("v", "1.2.3.4").unwrap_err();
+        assert!((1..=20).contains(&wait), "{wait}");
+        // Another visitor behind the same address is still allowed.
+        assert!(limiter.check("w", "1.2.3.4").is_ok());
+    }
+
+    /// The IP bucket caps many visitors behind one address.
+    #[test]
+    fn ip_bucket_caps_many_visitors() {
+        let limiter = RateLimiter::new(1);
+        let allowed = (0..100)
+            .filter(|i| limiter.check(&i.to_string(), "ip").is_ok())
+            .count();
+        assert_eq!(allowed, IP_FACTOR as usize);
+    }
+
+    /// A rate of 0 turns limiting off.
+    #[test]
+    fn zero_disables() {
+        let limiter = RateLimiter::new(0);
+        assert!((0..1000).all(|_| limiter.check("v", "ip").is_ok()));
+    }
+}

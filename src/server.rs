@@ -1,0 +1,371 @@
+//! The HTTP edge: the listener, tiny_http's accept loop, the request workers,
+//! and the hand-off of event-stream requests to their own writer threads.
+//!
+//! Shape: tiny_http accepts connections and parses requests; a fixed set of
+//! worker threads take requests from it and answer them (the cap on concurrent
+//! ordinary requests). A request for `/events` gets a thread of its own that
+//! writes the stream until the client leaves. Only this module and `routes.rs`
+//! import tiny_http.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+use tiny_http::{HTTPVersion, Header, Request, Response};
+
+use crate::hub::SubscribeError;
+use crate::release::Releaser;
+use crate::routes::{self, App, Outcome, Reply, Visitor};
+use crate::sse::{self, Dialect, End, Framing, Resume, StreamOptions, Wire};
+
+/// Pending connections the kernel queues for us. std's `TcpListener::bind` uses
+/// 128: a burst of 1,000 connects then waits on SYN retries (seconds). The
+/// kernel silently caps this at `net.core.somaxconn` (4096 on current kernels).
+const BACKLOG: i32 = 4096;
+/// How long a write to a client may block. Set on the listener, every accepted
+/// socket inherits it: a stalled peer cannot hold a thread forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Stack of an SSE writer thread. It only shuffles bytes; the default 2 MiB of
+/// address space per thread is what limits how many clients fit in memory maps.
+const STREAM_STACK: usize = 256 * 1024;
+/// The visitor cookie: a random id, HttpOnly, SameSite=Lax.
+pub const VISITOR_COOKIE: &str = "lb_visitor";
+/// How long shutdown waits for streams and in-flight requests to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// A bound, running HTTP server.
+pub struct Server {
+    http: Arc<tiny_http::Server>,
+    addr: SocketAddr,
+    app: Arc<App>,
+    releaser: Releaser,
+    /// Live SSE writer threads and in-flight ordinary requests, for shutdown.
+    streams: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// Builds the listening socket: a large backlog and an inherited write timeout.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    // SO_SNDTIMEO is copied to every accepted socket. (SO_RCVTIMEO would be too,
+    // but on a listener it also makes accept() time out, which ends tiny_http's
+    // accept loop; read timeouts are therefore not set here.)
+    socket.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+impl Server {
+    /// Binds the address and starts tiny_http's accept thread.
+    pub fn start(app: Arc<App>) -> io::Result<Server> {
+        let listener = bind(app.config.listen)?;
+        let addr = listener.local_addr()?;
+        let http = tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| io::Error::other(format!("starting tiny_http: {e}")))?;
+        Ok(Server {
+            http: Arc::new(http),
+            addr,
+            app,
+            releaser: Releaser::start(addr.port()),
+            streams: Arc::new(AtomicUsize::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            stopping: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts the workers. Returns a receiver that yields once if the accept
+    /// loop dies (the caller exits non-zero so a supervisor restarts us).
+    pub fn spawn_workers(&self) -> crossbeam_channel::Receiver<String> {
+        let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
+        for i in 0..self.app.config.workers {
+            let worker = Worker {
+                http: Arc::clone(&self.http),
+                app: Arc::clone(&self.app),
+                releaser: self.releaser.clone(),
+                streams: Arc::clone(&self.streams),
+                in_flight: Arc::clone(&self.in_flight),
+                stopping: Arc::clone(&self.stopping),
+            };
+            let fatal = fatal_tx.clone();
+            thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    if let Err(e) = worker.run() {
+                        let _ = fatal.try_send(e);
+                    }
+                })
+                .expect("spawning request workers at startup");
+        }
+        fatal_rx
+    }
+
+    /// Graceful shutdown: refuse new streams, tell every SSE client to retry
+    /// later and close its stream, let in-flight requests finish.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Closing the hub disconnects every writer's channel; each sends a final
+        // `retry:` and ends its stream.
+        self.app.hub.close();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < deadline
+            && (self.streams.load(Ordering::SeqCst) > 0
+                || self.in_flight.load(Ordering::SeqCst) > 0)
+        {
+            thread::sleep(Duration::from_millis(10));
+        }
+        for _ in 0..self.app.config.workers {
+            self.http.unblock();
+        }
+    }
+}
+
+/// One request worker: takes requests from tiny_http and answers them.
+struct Worker {
+    http: Arc<tiny_http::Server>,
+    app: Arc<App>,
+    releaser: Releaser,
+    streams: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Serves until shutdown (Ok) or until the accept loop dies (Err).
+    fn run(&self) -> Result<(), String> {
+        loop {
+            let request = match self.http.recv() {
+                Ok(request) => request,
+                Err(_) if self.stopping.load(Ordering::SeqCst) => return Ok(()),
+                // tiny_http ends its accept thread on the first accept error
+                // (e.g. out of file descriptors) and tells one receiver.
+                Err(e) => return Err(format!("the accept loop ended: {e}")),
+            };
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            self.handle(request);
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn handle(&self, mut request: Request) {
+        let started = Instant::now();
+        let method = request.method().to_string();
+        let path: String = request
+            .url()
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        let (visitor, set_cookie) = visitor_of(&request);
+
+        // A panic in a handler is contained here: logged, answered with 500,
+        // and this worker carries on serving.
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(crate::error::Error::Unavailable("shutting down".into()));
+            }
+            routes::route(&self.app, &mut request, &visitor)
+        }));
+        let reply = match outcome {
+            Ok(Ok(Outcome::Stream { dialect, resume })) => {
+                self.start_stream(request, dialect, resume);
+                log::debug!(
+                    "{method} {path} -> stream ({} ms)",
+                    started.elapsed().as_millis()
+                );
+                return;
+            }
+            Ok(Ok(Outcome::Reply(reply))) => reply,
+            Ok(Err(e)) => {
+                if e.status() >= 500 {
+                    log::error!("{method} {path}: {e}");
+                }
+                Reply::error(&e)
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::error!("{method} {path}: handler panicked: {what}");
+                Reply::error(&crate::error::Error::Internal(what))
+            }
+        };
+        let status = reply.status;
+        if let Err(e) = respond(request, reply, set_cookie) {
+            log::debug!("{method} {path}: client left before the reply: {e}");
+        }
+        log::info!(
+            "{method} {path} {status} {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+
+    /// Takes the raw socket from tiny_http and hands it to a writer thread.
+    fn start_stream(&self, request: Request, dialect: Dialect, resume: Resume) {
+        let framing = if *request.http_version() == HTTPVersion(1, 0) {
+            Framing::CloseDelimited
+        } else {
+            Framing::Chunked
+        };
+        let peer = request.remote_addr().copied();
+        let subscription = self.app.hub.subscribe();
+        let mut wire = Wire::new(request.into_writer(), framing);
+        let sub = match subscription {
+            Ok(sub) => sub,
+            Err(refusal) => {
+                // Over the cap: a 503 would make EventSource give up for good, so
+                // answer 200 with a jittered retry hint and close the stream.
+                if let SubscribeError::Full { cap } = refusal {
+                    log::warn!("SSE client refused: at the cap of {cap} subscribers");
+                }
+                let _ = wire.start(&sse::head(framing, ""));
+                let _ = wire.send(&sse::retry_field(jittered_retry_ms()));
+                let _ = wire.finish();
+                return;
+            }
+        };
+        let app = Arc::clone(&self.app);
+        let releaser = self.releaser.clone();
+        let streams = Arc::clone(&self.streams);
+        streams.fetch_add(1, Ordering::SeqCst);
+        let spawned = thread::Builder::new()
+            .name("sse".into())
+            .stack_size(STREAM_STACK)
+            .spawn(move || {
+                let opts = StreamOptions {
+                    dialect,
+                    resume,
+                    heartbeat: app.config.heartbeat,
+                };
+                if wire.start(&sse::head(framing, "")).is_ok()
+                    && wire.send(&sse::retry_field(sse::RETRY_MS)).is_ok()
+                {
+                    // The head is out: free tiny_http's thread parked on this socket.
+                    if let (Framing::Chunked, Some(peer)) = (framing, peer) {
+                        releaser.release(peer);
+                    }
+                    log::info!("SSE client connected ({} now)", app.hub.len());
+                    let end = catch_unwind(AssertUnwindSafe(|| {
+                        sse::run(&mut wire, &sub, &*app.store, &opts)
+                    }));
+                    match end {
+                        Ok(End::Unsubscribed) => {
+                            // Too slow, or shutting down: come back later and replay.
+                            let _ = wire.send(&sse::retry_field(sse::RETRY_MS));
+                        }
+                        Ok(End::ClientLeft) => {}
+                        Err(_) => log::error!("SSE writer panicked; stream closed"),
+                    }
+                    let _ = wire.finish();
+                }
+                drop(sub);
+                drop(wire);
+                streams.fetch_sub(1, Ordering::SeqCst);
+                log::info!("SSE client disconnected ({} now)", app.hub.len());
+            });
+        if let Err(e) = spawned {
+            // The closure (and with it the socket and the subscription) is dropped.
+            self.streams.fetch_sub(1, Ordering::SeqCst);
+            log::error!("could not start an SSE writer thread: {e}");
+        }
+    }
+}
+
+/// Sends a complete reply with the headers every response carries.
+fn respond(request: Request, reply: Reply, set_cookie: Option<String>) -> io::Result<()> {
+    let mut response = Response::from_data(reply.body).with_status_code(reply.status);
+    let mut add = |name: &str, value: &str| {
+        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response.add_header(h);
+        }
+    };
+    add("Content-Type", reply.content_type);
+    add("X-Content-Type-Options", "nosniff");
+    add("Referrer-Policy", "same-origin");
+    if let Some(cookie) = &set_cookie {
+        add("Set-Cookie", cookie);
+    }
+    for (name, value) in &reply.headers {
+        add(name, value);
+    }
+    request.respond(response)
+}
+
+/// The visitor behind a request: the cookie's id, or the client IP without one
+/// (and then a new cookie to set, so the next request has one).
+fn visitor_of(request: &Request) -> (Visitor, Option<String>) {
+    let ip = request
+        .remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let cookie = routes::header(request, "Cookie")
+        .and_then(|c| crate::input::cookie(c, VISITOR_COOKIE))
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    match cookie {
+        Some(id) => (
+            Visitor {
+                id: format!("c:{}", id.to_ascii_lowercase()),
+                ip,
+            },
+            None,
+        ),
+        None => {
+            let set = format!(
+                "{VISITOR_COOKIE}={}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
+                random_hex()
+            );
+            (
+                Visitor {
+                    id: format!("ip:{ip}"),
+                    ip,
+                },
+                Some(set),
+            )
+        }
+    }
+}
+
+/// 128 random bits as hex, from the OS.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        // No /dev/urandom: fall back to std's randomly keyed hasher.
+        let hash = |salt: u64| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(salt);
+            h.finish()
+        };
+        bytes[..8].copy_from_slice(&hash(1).to_le_bytes());
+        bytes[8..].copy_from_slice(&hash(2).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A retry delay between 2 and 6 seconds, so refused clients do not all come
+/// back in the same instant.
+fn jittered_retry_ms() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    2000 + h.finish() % 4000
+}
