@@ -1,0 +1,210 @@
+//! The JSON API end to end, on the in-memory store and on a real redis-server:
+//! add, list, like, unlike, idempotence, errors, and the visitor cookie.
+
+mod support;
+
+use support::{http, visitor, Backend};
+
+both_backends!(
+    /// A posted comment comes back with an id and appears in the list with score 0.
+    add_and_list,
+    |backend: &Backend| {
+        let server = backend.start(&[]);
+        let body = br#"{"content":"  first!  ","nickname":"ann"}"#;
+        let r = http(server.addr, "POST", "/api/comments", &[("Content-Type", "application/json")], body);
+        assert_eq!(r.status, 201, "{}", r.text());
+        let c = r.json();
+        assert_eq!(c["content"], "first!");
+        assert_eq!(c["nickname"], "ann");
+        assert_eq!(c["score"], 0);
+        let list = server.get("/api/comments").json();
+        assert_eq!(list["comments"][0]["id"], c["id"]);
+        assert_eq!(list["comments"][0]["liked"], false);
+        assert_eq!(list["last_event_id"], "1");
+    }
+);
+
+both_backends!(
+    /// A form-encoded body works too, and the nickname defaults to "anonymous".
+    add_with_form,
+    |backend: &Backend| {
+        let server = backend.start(&[]);
+        let r = http(
+            server.addr,
+            "POST",
+            "/api/comments",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            b"content=hello+world%21",
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.json()["content"], "hello world!");
+        assert_eq!(r.json()["nickname"], "anonymous");
+    }
+);
+
+both_backends!(
+    /// Liking twice counts once; unliking what was not liked changes nothing;
+    /// the score never goes below zero.
+    like_is_idempotent,
+    |backend: &Backend| {
+        let server = backend.start(&[]);
+        let id = server.add_comment("likeable");
+        let (a, b) = (visitor(1), visitor(2));
+        assert_eq!(server.like("POST", id, &a).json(), serde_json::json!({"id": id, "score": 1, "liked": true}));
+        assert_eq!(server.like("POST", id, &a).json()["score"], 1);
+        assert_eq!(server.like("DELETE", id, &b).json(), serde_json::json!({"id": id, "score": 1, "liked": false}));
+        assert_eq!(server.like("POST", id, &b).json()["score"], 2);
+        assert_eq!(server.like("DELETE", id, &a).json()["score"], 1);
+        assert_eq!(server.like("DELETE", id, &a).json()["score"], 1);
+        assert_eq!(server.like("DELETE", id, &b).json()["score"], 0);
+        assert_eq!(server.like("DELETE", id, &b).json()["score"], 0);
+    }
+);
+
+both_backends!(
+    /// The list is ordered by score, then newest first, and `liked` is per visitor.
+    list_order_and_liked_flag,
+    |backend: &Backend| {
+        let server = backend.start(&[]);
+        let old = server.add_comment("old");
+        let mid = server.add_comment("mid");
+        let new = server.add_comment("new");
+        server.like("POST", old, &visitor(1));
+        let cookie = format!("lb_visitor={}", visitor(1));
+        let list = http(server.addr, "GET", "/api/comments", &[("Cookie", &cookie)], b"").json();
+        let ids: Vec<u64> = list["comments"].as_array().unwrap().iter().map(|c| c["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, vec![old, new, mid]);
+        assert_eq!(list["comments"][0]["liked"], true);
+        assert_eq!(list["comments"][1]["liked"], false);
+        let other = server.get("/api/comments?limit=1&offset=1").json();
+        assert_eq!(other["comments"].as_array().unwrap().len(), 1);
+        assert_eq!(other["comments"][0]["id"], new);
+    }
+);
+
+both_backends!(
+    /// An unknown comment is 404 and liking it creates nothing.
+    unknown_comment_is_404,
+    |backend: &Backend| {
+        let server = backend.start(&[]);
+        let r = server.like("POST", 12345, &visitor(1));
+        assert_eq!(r.status, 404);
+        assert!(r.json()["error"].as_str().unwrap().contains("12345"));
+        assert_eq!(server.get("/api/comments").json()["comments"].as_array().unwrap().len(), 0);
+        assert_eq!(server.get("/api/comments").json()["last_event_id"], "0");
+    }
+);
+
+both_backends!(
+    /// Bad input gets a 4xx with a JSON error, and the server keeps answering.
+    bad_input_is_4xx,
+    |backend: &Backend| {
+        let server = backend.start(&[]);
+        let json = [("Content-Type", "application/json")];
+        let cases: Vec<(&str, &str, &[(&str, &str)], &[u8], u16)> = vec![
+            ("POST", "/api/comments", &json, br#"{"content":""}"#, 400),
+            ("POST", "/api/comments", &json, br#"{"content":"   "}"#, 400),
+            ("POST", "/api/comments", &json, br#"{"nickname":"x"}"#, 400),
+            ("POST", "/api/comments", &json, br#"{"content":5}"#, 400),
+            ("POST", "/api/comments", &json, b"{not json", 400),
+            ("POST", "/api/comments", &[("Content-Type", "text/plain")], b"content=x", 415),
+            ("POST", "/api/comments/abc/like", &[], b"", 400),
+            ("POST", "/api/comments/0/like", &[], b"", 400),
+            ("POST", "/api/comments/-1/like", &[], b"", 400),
+            ("GET", "/api/comments?limit=501", &[], b"", 400),
+            ("GET", "/api/comments?limit=x", &[], b"", 400),
+            ("GET", "/nope", &[], b"", 404),
+            ("PUT", "/api/comments", &[], b"", 405),
+            ("GET", "/api/comments/1/like", &[], b"", 405),
+            ("GET", "/static/..%2fCargo.toml", &[], b"", 404),
+        ];
+        for (method, path, headers, body, status) in cases {
+            let r = http(server.addr, method, path, headers, body);
+            assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+            assert!(r.json()["error"].is_string(), "{method} {path}: {}", r.text());
+        }
+        let r = http(server.addr, "PUT", "/api/comments", &[], b"");
+        assert_eq!(r.header("Allow"), Some("GET, HEAD, POST"));
+        let big = format!(r#"{{"content":"{}"}}"#, "x".repeat(17 * 1024));
+        let r = http(server.addr, "POST", "/api/comments", &json, big.as_bytes());
+        assert_eq!(r.status, 413);
+        assert_eq!(server.get("/healthz").status, 200);
+    }
+);
+
+both_backends!(
+    /// A first visit gets an HttpOnly SameSite=Lax visitor cookie; with it, likes
+    /// are that visitor's; without it, the client IP stands in.
+    visitor_cookie,
+    |backend: &Backend| {
+        let server = backend.start(&[]);
+        let r = server.get("/");
+        assert_eq!(r.status, 200);
+        let cookie = r.header("Set-Cookie").expect("a visitor cookie").to_string();
+        assert!(cookie.starts_with("lb_visitor="), "{cookie}");
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+        let value = cookie.split(';').next().unwrap().to_string();
+        // With the cookie: no new cookie, and the like is remembered for it.
+        let id = server.add_comment("c");
+        let r = http(server.addr, "POST", &format!("/api/comments/{id}/like"), &[("Cookie", &value)], b"");
+        assert_eq!(r.header("Set-Cookie"), None);
+        let mine = http(server.addr, "GET", "/api/comments", &[("Cookie", &value)], b"").json();
+        assert_eq!(mine["comments"][0]["liked"], true);
+        // Without a cookie the IP is the visitor: a different one from the cookie's.
+        let anon = server.get("/api/comments").json();
+        assert_eq!(anon["comments"][0]["liked"], false);
+        assert_eq!(server.like("POST", id, "nothex").status, 200);
+        let r = http(server.addr, "POST", &format!("/api/comments/{id}/like"), &[], b"");
+        assert_eq!(r.json()["score"], 2, "the IP visitor already liked it via the invalid cookie");
+    }
+);
+
+both_backends!(
+    /// The page and its assets are served with the right content types and a CSP.
+    page_and_assets,
+    |backend: &Backend| {
+        let server = backend.start(&[]);
+        server.add_comment("<script>alert(1)</script>");
+        let page = server.get("/");
+        assert_eq!(page.header("Content-Type"), Some("text/html; charset=utf-8"));
+        assert!(page.header("Content-Security-Policy").unwrap().contains("script-src 'self'"));
+        assert!(page.text().contains("&lt;script&gt;alert(1)"));
+        assert!(!page.text().contains("<script>alert(1)"));
+        assert_eq!(server.get("/static/app.js").header("Content-Type"), Some("text/javascript; charset=utf-8"));
+        assert_eq!(server.get("/static/style.css").header("Content-Type"), Some("text/css; charset=utf-8"));
+    }
+);
+
+/// Comment ids are unique when many clients post at once.
+#[test]
+fn comment_ids_unique_under_concurrency() {
+    let backend = Backend::redis();
+    let server = backend.start(&[]);
+    let addr = server.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| {
+                        let body = format!(r#"{{"content":"c{i}"}}"#);
+                        let r = http(
+                            addr,
+                            "POST",
+                            "/api/comments",
+                            &[("Content-Type", "application/json")],
+                            body.as_bytes(),
+                        );
+                        r.json()["id"].as_u64().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+}
