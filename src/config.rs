@@ -50,6 +50,9 @@ FLAGS (environment variable in brackets; a flag wins over its variable):
                            [LIKEBOARD_WRITE_RATE] (default 120)
     --workers N            threads for ordinary requests (the cap on concurrent ones)
                            [LIKEBOARD_WORKERS] (default 16)
+    --assets-dir DIR       serve templates/ and static/ from DIR instead of the
+                           copies built into the binary (for editing the page)
+                           [LIKEBOARD_ASSETS_DIR] (default: unset, embedded)
     --seed-routes          also serve the original demo's routes (/addComment,
                            /favorite, /commentList, /sse); /addComment changes state
                            on GET, so it is unsafe cross-site

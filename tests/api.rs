@@ -101,7 +101,8 @@ both_backends!(
     |backend: &Backend| {
         let server = backend.start(&[]);
         let json = [("Content-Type", "application/json")];
-        let cases: Vec<(&str, &str, &[(&str, &str)], &[u8], u16)> = vec![
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [u8], u16);
+        let cases: Vec<Case> = vec![
             ("POST", "/api/comments", &json, br#"{"content":""}"#, 400),
             ("POST", "/api/comments", &json, br#"{"content":"   "}"#, 400),
             ("POST", "/api/comments", &json, br#"{"nickname":"x"}"#, 400),

@@ -1,0 +1,226 @@
+//! The event stream on the wire: headers, retry, frames byte for byte,
+//! heartbeats, HTTP/1.0, disconnect cleanup, the 1,000-connection burst, the
+//! subscriber cap, and likes under concurrency.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{raise_fd_limit, visitor, Backend, SseClient};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+both_backends!(
+    /// Headers, the first `retry:`, then each event as exact bytes.
+    frames_byte_for_byte,
+    |backend: &Backend| {
+        let server = backend.start(&["--heartbeat-secs", "30"]);
+        let mut sse = SseClient::connect(server.addr, "/events", &[]).unwrap();
+        assert_eq!(sse.status, 200);
+        assert_eq!(sse.header("Content-Type"), Some("text/event-stream"));
+        assert_eq!(sse.header("Cache-Control"), Some("no-cache"));
+        assert_eq!(sse.header("X-Accel-Buffering"), Some("no"));
+        assert!(sse.chunked, "HTTP/1.1 gets chunked framing");
+        assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
+        server.wait_subscribers(1, WAIT);
+
+        let id = server.add_comment("hi \"you\"\nthere");
+        let frame = sse.next_event(WAIT).unwrap();
+        let comment = frame.data_json();
+        assert_eq!(
+            frame.raw,
+            format!(
+                "id: 1\nevent: comment\ndata: {{\"id\":{id},\"nickname\":\"tester\",\"content\":\"hi \\\"you\\\"\\nthere\",\"score\":0,\"created_at\":{}}}\n\n",
+                comment["created_at"]
+            )
+        );
+        server.like("POST", id, &visitor(1));
+        assert_eq!(sse.next_event(WAIT).unwrap().raw, format!("id: 2\nevent: like\ndata: {{\"id\":{id},\"score\":1}}\n\n"));
+        server.like("DELETE", id, &visitor(1));
+        assert_eq!(sse.next_event(WAIT).unwrap().raw, format!("id: 3\nevent: like\ndata: {{\"id\":{id},\"score\":0}}\n\n"));
+        // The wire itself: each write is one chunk.
+        let wire = String::from_utf8(sse.wire.clone()).unwrap();
+        assert!(wire.starts_with("d\r\nretry: 3000\n\n\r\n"), "{wire:?}");
+    }
+);
+
+both_backends!(
+    /// An idle stream carries a heartbeat comment every heartbeat interval.
+    heartbeat,
+    |backend: &Backend| {
+        let server = backend.start(&["--heartbeat-secs", "1"]);
+        let mut sse = SseClient::connect(server.addr, "/events", &[]).unwrap();
+        assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
+        let started = Instant::now();
+        let beat = sse.next_frame(Duration::from_secs(3)).expect("a heartbeat");
+        assert_eq!(beat.raw, ": heartbeat\n\n");
+        assert!(beat.is_comment());
+        assert!(started.elapsed() >= Duration::from_millis(800), "not before the interval");
+        assert_eq!(sse.next_frame(Duration::from_secs(3)).unwrap().raw, ": heartbeat\n\n");
+    }
+);
+
+both_backends!(
+    /// HTTP/1.0 (nginx's default upstream protocol) gets a close-delimited body
+    /// whose events arrive as they happen, not when the stream ends.
+    http10_streams,
+    |backend: &Backend| {
+        let server = backend.start(&[]);
+        let mut sse = SseClient::connect_version(server.addr, "/events", &[], "HTTP/1.0").unwrap();
+        assert_eq!(sse.status, 200);
+        assert!(!sse.chunked);
+        assert_eq!(sse.header("Connection"), Some("close"));
+        assert_eq!(sse.header("Content-Length"), None);
+        assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
+        server.wait_subscribers(1, WAIT);
+        let id = server.add_comment("one");
+        let started = Instant::now();
+        let frame = sse.next_event(WAIT).expect("the event arrives while the stream is open");
+        assert_eq!(frame.event(), Some("comment"));
+        assert_eq!(frame.data_json()["id"], id);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(!sse.closed);
+    }
+);
+
+both_backends!(
+    /// When clients leave, the subscriber count returns to its earlier value
+    /// within two heartbeats.
+    disconnect_cleanup,
+    |backend: &Backend| {
+        let server = backend.start(&["--heartbeat-secs", "1"]);
+        let before = server.subscribers();
+        let clients: Vec<_> = (0..5).map(|_| SseClient::connect(server.addr, "/events", &[]).unwrap()).collect();
+        server.wait_subscribers(before + 5, WAIT);
+        let left = Instant::now();
+        drop(clients);
+        server.wait_subscribers(before, Duration::from_millis(2500));
+        assert!(left.elapsed() <= Duration::from_millis(2500));
+    }
+);
+
+/// 1,000 SSE connections opened at once all receive their headers within a few
+/// seconds (tiny_http's pool and std's 128 backlog would strand some).
+#[test]
+fn burst_of_1000_connects() {
+    raise_fd_limit();
+    let backend = Backend::memory();
+    let server = backend.start(&["--heartbeat-secs", "30"]);
+    let addr = server.addr;
+    let started = Instant::now();
+    // 20 threads x 50 connections, all started together.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(20));
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let streams: Vec<_> = (0..50)
+                    .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                    .collect();
+                let mut ok = Vec::new();
+                for s in streams {
+                    use std::io::Write;
+                    (&s).write_all(
+                        format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes(),
+                    )
+                    .unwrap();
+                    ok.push(s);
+                }
+                let mut statuses = Vec::new();
+                for s in ok {
+                    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+                    let mut r = std::io::BufReader::new(s);
+                    statuses.push(support::read_head(&mut r).map(|(status, _)| status).ok());
+                    std::mem::forget(r); // keep the connection open until the test ends
+                }
+                statuses
+            })
+        })
+        .collect();
+    let statuses: Vec<Option<u16>> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let answered = statuses.iter().filter(|s| **s == Some(200)).count();
+    assert_eq!(
+        answered,
+        1000,
+        "{} of 1000 got no 200 within 8 s",
+        1000 - answered
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+    server.wait_subscribers(1000, WAIT);
+}
+
+/// A client over the subscriber cap gets `200 text/event-stream`, a retry hint
+/// of a few seconds, and a closed stream (a 503 would stop EventSource for good).
+#[test]
+fn over_the_cap_gets_retry_and_close() {
+    let backend = Backend::memory();
+    let server = backend.start(&["--max-subscribers", "2"]);
+    let _a = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    let _b = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    server.wait_subscribers(2, WAIT);
+    let mut c = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    assert_eq!(c.status, 200);
+    assert_eq!(c.header("Content-Type"), Some("text/event-stream"));
+    let retry = c.next_frame(WAIT).unwrap();
+    let ms: u64 = retry.get("retry").unwrap().parse().unwrap();
+    assert!((2000..=6000).contains(&ms), "{ms}");
+    assert!(c.read_to_close(WAIT), "the stream is closed");
+    assert_eq!(server.subscribers(), 2);
+    assert!(server.get("/healthz").json()["max_subscribers"] == 2);
+}
+
+both_backends!(
+    /// 32 threads x 100 likes from distinct visitors on one comment end at exactly
+    /// 3,200, while 20 SSE clients each see every event once, in id order.
+    concurrent_likes,
+    |backend: &Backend| {
+        let server = backend.start(&["--heartbeat-secs", "30"]);
+        let id = server.add_comment("popular");
+        let mut clients: Vec<_> = (0..20).map(|_| SseClient::connect(server.addr, "/events", &[]).unwrap()).collect();
+        server.wait_subscribers(20, WAIT);
+        let addr = server.addr;
+        let threads: Vec<_> = (0..32u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..100u64 {
+                        let cookie = format!("lb_visitor={}", visitor(1 + t * 1000 + i));
+                        let r = support::http(addr, "POST", &format!("/api/comments/{id}/like"), &[("Cookie", &cookie)], b"");
+                        assert_eq!(r.status, 200, "{}", r.text());
+                    }
+                })
+            })
+            .collect();
+        let readers: Vec<_> = clients
+            .drain(..)
+            .map(|mut sse| {
+                std::thread::spawn(move || {
+                    let mut ids = Vec::new();
+                    let mut last_score = 0;
+                    while ids.len() < 3200 {
+                        let Some(frame) = sse.next_event(Duration::from_secs(20)) else { break };
+                        assert_eq!(frame.event(), Some("like"));
+                        ids.push(frame.id().unwrap());
+                        last_score = frame.data_json()["score"].as_u64().unwrap();
+                    }
+                    (ids, last_score)
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let list = server.get("/api/comments").json();
+        assert_eq!(list["comments"][0]["score"], 3200);
+        let expected: Vec<u64> = (2..=3201).collect();
+        for r in readers {
+            let (ids, last_score) = r.join().unwrap();
+            assert_eq!(ids.len(), 3200, "every event once");
+            assert_eq!(ids, expected, "in id order, no duplicates");
+            assert_eq!(last_score, 3200);
+        }
+    }
+);
