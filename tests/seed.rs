@@ -1,0 +1,80 @@
+//! The original demo's routes behind `--seed-routes`: thin adapters over the
+//! same store and hub, with the exact wire format its client expects.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{http, visitor, Backend, SseClient};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+both_backends!(
+    /// /addComment, /favorite and /commentList work as the demo's client expects,
+    /// and /sse carries exactly `data: <id>@<METHOD>` per like and unlike.
+    seed_routes_end_to_end,
+    |backend: &Backend| {
+        let server = backend.start(&["--seed-routes"]);
+        let mut sse = SseClient::connect(server.addr, "/sse", &[]).unwrap();
+        assert_eq!(sse.header("Content-Type"), Some("text/event-stream"));
+        assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
+        server.wait_subscribers(1, WAIT);
+
+        let r = server.get("/addComment?nickName=bob&content=hello%20world");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["nickname"], "bob");
+        let id = r.json()["id"].as_u64().unwrap();
+        let cookie = format!("lb_visitor={}", visitor(7));
+        let like = http(server.addr, "POST", &format!("/favorite?member={id}"), &[("Cookie", &cookie)], b"");
+        assert_eq!(like.json()["score"], 1);
+        let unlike = http(server.addr, "DELETE", &format!("/favorite?member={id}"), &[("Cookie", &cookie)], b"");
+        assert_eq!(unlike.json()["score"], 0);
+
+        // Comments are not part of the seed's stream; likes are, with ids.
+        assert_eq!(sse.next_event(WAIT).unwrap().raw, format!("id: 2\ndata: {id}@POST\n\n"));
+        assert_eq!(sse.next_event(WAIT).unwrap().raw, format!("id: 3\ndata: {id}@DELETE\n\n"));
+
+        let list = server.get("/commentList?offset=5").json();
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        assert_eq!(list[0]["id"], id);
+        assert_eq!(list[0]["content"], "hello world");
+    }
+);
+
+/// An empty or unknown member is a 400 or 404, never a crash; wrong methods are 405.
+#[test]
+fn seed_bad_members() {
+    let backend = Backend::memory();
+    let server = backend.start(&["--seed-routes"]);
+    for (method, path, status) in [
+        ("POST", "/favorite?member=", 400),
+        ("POST", "/favorite", 400),
+        ("DELETE", "/favorite?member=", 400),
+        ("POST", "/favorite?member=abc", 400),
+        ("POST", "/favorite?member=999", 404),
+        ("GET", "/favorite?member=1", 405),
+        ("GET", "/addComment?nickName=x", 400),
+        ("GET", "/commentList?offset=-1", 400),
+    ] {
+        let r = http(server.addr, method, path, &[], b"");
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        assert!(r.json()["error"].is_string());
+    }
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// Without `--seed-routes` the demo's routes do not exist.
+#[test]
+fn seed_routes_off_by_default() {
+    let backend = Backend::memory();
+    let server = backend.start(&[]);
+    assert_eq!(server.get("/addComment?nickName=a&content=b").status, 404);
+    assert_eq!(server.get("/sse").status, 404);
+    assert_eq!(
+        server.get("/api/comments").json()["comments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
