@@ -16,7 +16,7 @@
 //! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
 //! - [`sse`]: events to exact bytes, and the per-client writer loop.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.
-//! - [`release`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
+//! - [`release`], [`watchdog`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
 //!
 //! # How a like travels
 //!
@@ -54,6 +54,7 @@ pub mod routes;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod watchdog;
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
@@ -112,7 +113,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     });
     let _pump = pump::spawn(store, hub, pump_stats, Arc::clone(&stop));
 
-    let server = server::Server::start(Arc::clone(&app))?;
+    let mut server = server::Server::start(Arc::clone(&app))?;
     let fatal = server.spawn_workers();
     // Scripts and tests read this line to learn the real port.
     println!("listening on http://{}", server.addr());

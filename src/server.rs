@@ -44,6 +44,8 @@ pub struct Server {
     addr: SocketAddr,
     app: Arc<App>,
     releaser: Releaser,
+    /// A duplicate of the listening socket, for the accept watchdog.
+    probe: Option<TcpListener>,
     /// Live SSE writer threads and in-flight ordinary requests, for shutdown.
     streams: Arc<AtomicUsize>,
     in_flight: Arc<AtomicUsize>,
@@ -68,6 +70,7 @@ impl Server {
     pub fn start(app: Arc<App>) -> io::Result<Server> {
         let listener = bind(app.config.listen)?;
         let addr = listener.local_addr()?;
+        let probe = listener.try_clone().ok();
         let http = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| io::Error::other(format!("starting tiny_http: {e}")))?;
         Ok(Server {
@@ -75,6 +78,7 @@ impl Server {
             addr,
             app,
             releaser: Releaser::start(addr.port()),
+            probe,
             streams: Arc::new(AtomicUsize::new(0)),
             in_flight: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -88,8 +92,14 @@ impl Server {
 
     /// Starts the workers. Returns a receiver that yields once if the accept
     /// loop dies (the caller exits non-zero so a supervisor restarts us).
-    pub fn spawn_workers(&self) -> crossbeam_channel::Receiver<String> {
+    pub fn spawn_workers(&mut self) -> crossbeam_channel::Receiver<String> {
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
+        if let Some(probe) = self.probe.take() {
+            let fatal = fatal_tx.clone();
+            crate::watchdog::spawn(probe, move |why| {
+                let _ = fatal.try_send(why);
+            });
+        }
         for i in 0..self.app.config.workers {
             let worker = Worker {
                 http: Arc::clone(&self.http),

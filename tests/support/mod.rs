@@ -199,10 +199,23 @@ impl Likeboard {
     }
 
     pub fn start_on(listen: &str, args: &[String]) -> Likeboard {
+        Self::start_command(Command::new(env!("CARGO_BIN_EXE_likeboard")), listen, args)
+    }
+
+    /// Starts the binary under `sh -c "<setup>; exec likeboard ..."`, e.g. to
+    /// run it with `ulimit -n 64`.
+    pub fn start_after_shell(setup: &str, args: &[String]) -> Likeboard {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{setup}; exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_likeboard"));
+        Self::start_command(cmd, "127.0.0.1:0", args)
+    }
+
+    fn start_command(mut cmd: Command, listen: &str, args: &[String]) -> Likeboard {
         let dir = TempDir::new("likeboard");
         let stderr_path = dir.0.join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_likeboard"));
         for (key, _) in std::env::vars() {
             if key.starts_with("LIKEBOARD_") || key == "REDIS_URL" || key == "RUST_LOG" {
                 cmd.env_remove(key);

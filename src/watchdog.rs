@@ -1,0 +1,108 @@
+//! Notices when tiny_http's accept thread has died, so the server can exit
+//! non-zero and a supervisor (systemd's `Restart=on-failure`) can restart it.
+//!
+//! The trap: tiny_http accepts connections on a thread of its own. When it
+//! runs out of file descriptors it panics there (or, for other accept errors,
+//! ends the loop), and the process lives on, accepting nothing: a server that
+//! looks up but is dead. We cannot join that thread, but we can watch its
+//! work: a live accept loop drains the listener's accept queue within
+//! milliseconds, so a queue that stays non-empty for seconds means nobody is
+//! accepting. The kernel reports the queue length of a listening socket in
+//! `TCP_INFO` (`tcpi_unacked`).
+
+use std::net::TcpListener;
+use std::thread;
+use std::time::Duration;
+
+/// How often the accept queue is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// Consecutive non-empty samples that mean the accept loop is gone (3 s). A
+/// burst of connects empties the queue far faster than that.
+const STUCK_SAMPLES: u32 = 6;
+
+/// Starts the watchdog on a duplicate of the listening socket; `on_dead` is
+/// called once if the accept queue stops draining.
+pub fn spawn(listener: TcpListener, on_dead: impl FnOnce(String) + Send + 'static) {
+    let started = thread::Builder::new()
+        .name("accept-watchdog".into())
+        .spawn(move || {
+            let mut stuck = 0;
+            loop {
+                thread::sleep(SAMPLE_EVERY);
+                match queued(&listener) {
+                    Some(0) => stuck = 0,
+                    Some(n) => {
+                        stuck += 1;
+                        if stuck >= STUCK_SAMPLES {
+                            on_dead(format!(
+                                "the accept loop ended: {n} connection(s) waited {} s unaccepted \
+                             (tiny_http's accept thread died; out of file descriptors?)",
+                                (SAMPLE_EVERY * STUCK_SAMPLES).as_secs()
+                            ));
+                            return;
+                        }
+                    }
+                    None => return, // not supported here: nothing to watch
+                }
+            }
+        });
+    if let Err(e) = started {
+        log::warn!("could not start the accept watchdog: {e}");
+    }
+}
+
+/// Connections waiting in the listener's accept queue (Linux only).
+#[cfg(target_os = "linux")]
+fn queued(listener: &TcpListener) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TCP_INFO fills a tcp_info of the length we pass.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        (rc == 0).then_some(info.tcpi_unacked)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn queued(_: &TcpListener) -> Option<u32> {
+    None
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// TCP_INFO on a listener counts connections nobody has accepted yet.
+    #[test]
+    fn counts_unaccepted_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(queued(&listener), Some(0));
+        let _a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _b = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert_eq!(queued(&listener), Some(2));
+        drop(listener.accept().unwrap());
+        assert_eq!(queued(&listener), Some(1));
+    }
+
+    /// A listener nobody accepts from is reported dead after a few seconds.
+    #[test]
+    fn reports_a_listener_nobody_drains() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _waiting = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        spawn(listener, move |why| {
+            let _ = tx.send(why);
+        });
+        let why = rx
+            .recv_timeout(Duration::from_secs(6))
+            .expect("reported within 6 s");
+        assert!(why.contains("accept loop ended"), "{why}");
+    }
+}
