@@ -54,6 +54,11 @@ test-deps:
 	else \
 		echo "make: chromium is not on PATH"; missing="$$missing chromium"; \
 	fi; \
+	if command -v ss >/dev/null 2>&1; then \
+		echo "make: found $$(command -v ss)"; \
+	else \
+		echo "make: ss is not on PATH (package iproute2)"; missing="$$missing iproute2"; \
+	fi; \
 	for tool in fmt:rustfmt clippy:clippy; do \
 		if ! $(CARGO) $${tool%%:*} --version >/dev/null 2>&1; then \
 			echo "make: cargo $${tool%%:*} is missing; adding the $${tool#*:} component with rustup"; \
@@ -68,6 +73,7 @@ test-deps:
 		$(SUDO) $(APT_GET) update -q && \
 		$(SUDO) $(APT_GET) install -y -q $$missing || exit 1; \
 		for program in $$missing; do \
+			[ "$$program" = iproute2 ] && program=ss; \
 			command -v "$$program" >/dev/null 2>&1 \
 				|| { echo "make: $$program is still not on PATH after installing" >&2; exit 1; }; \
 			echo "make: installed $$(command -v $$program)"; \
