@@ -132,6 +132,16 @@ impl<T: Clone> Hub<T> {
         inner.subscribers.clear();
     }
 
+    /// Closes every current channel but keeps admitting new subscribers; returns
+    /// how many were closed. Each writer sees its channel close and ends its
+    /// stream with a retry hint, so its client reconnects and starts over.
+    pub fn disconnect_all(&self) -> usize {
+        let mut inner = self.lock();
+        let n = inner.subscribers.len();
+        inner.subscribers.clear();
+        n
+    }
+
     /// Current number of subscribers.
     pub fn len(&self) -> usize {
         self.lock().subscribers.len()
@@ -211,6 +221,18 @@ mod tests {
         // The slow one can still drain what it had, then sees the channel closed.
         assert_eq!(slow.rx.try_iter().count(), CHANNEL_BOUND);
         assert!(slow.rx.recv().is_err());
+    }
+
+    /// disconnect_all closes every channel, yet new subscribers are welcome.
+    #[test]
+    fn disconnect_all_keeps_the_door_open() {
+        let hub = Hub::<u8>::new(10);
+        let a = hub.subscribe().unwrap();
+        assert_eq!(hub.disconnect_all(), 1);
+        assert!(a.rx.recv().is_err());
+        let b = hub.subscribe().unwrap();
+        assert_eq!(hub.publish(7), 1);
+        assert_eq!(b.rx.try_recv(), Ok(7));
     }
 
     /// After close, channels are disconnected and new subscribers refused.

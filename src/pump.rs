@@ -65,7 +65,27 @@ fn run(store: &dyn Store, hub: &Hub<Message>, stats: &PumpStats, stop: &AtomicBo
     stats.last_delivered.store(after, Ordering::Relaxed);
     let mut reader = store.event_reader();
     let mut failing = false;
+    // Whether to compare our position with the store's newest id before the
+    // next read: after a quiet read or a failure, the moments when Redis may
+    // have been flushed or restarted empty without us seeing any event.
+    let mut check_rewind = false;
     while !stop.load(Ordering::Relaxed) {
+        if check_rewind {
+            match store.last_event_id() {
+                Ok(newest) if newest < after => {
+                    rewind(hub, after, newest);
+                    after = newest;
+                    stats.last_delivered.store(after, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failing = true;
+                    backoff = wait_after_error(&e, backoff, stats);
+                    continue;
+                }
+            }
+            check_rewind = false;
+        }
         match reader.wait_after(after, BATCH_MAX, WAIT) {
             Ok(events) => {
                 if failing {
@@ -73,7 +93,10 @@ fn run(store: &dyn Store, hub: &Hub<Message>, stats: &PumpStats, stop: &AtomicBo
                     failing = false;
                     backoff = BACKOFF_MIN;
                 }
-                let Some(last) = events.last() else { continue };
+                let Some(last) = events.last() else {
+                    check_rewind = true;
+                    continue;
+                };
                 after = last.id;
                 hub.publish(Arc::new(Batch::new(&events)));
                 stats
@@ -83,10 +106,28 @@ fn run(store: &dyn Store, hub: &Hub<Message>, stats: &PumpStats, stop: &AtomicBo
             }
             Err(e) => {
                 failing = true;
+                check_rewind = true;
                 backoff = wait_after_error(&e, backoff, stats);
             }
         }
     }
+}
+
+/// The store's newest id is below what we delivered: its data is gone (a
+/// FLUSH, or Redis restarted without persistence) and ids start again from a
+/// lower number. Waiting for ids above `after` would wedge the pump, so follow
+/// the new ids, and close every stream: each client reconnects with its old
+/// Last-Event-ID, which is now in the future, and is told to reset. (Had the
+/// new ids already passed the old ones before we looked, plain integer ids
+/// could not tell the two histories apart; we look after every quiet second
+/// and after every failed read, which a Redis restart always causes.)
+fn rewind(hub: &Hub<Message>, after: u64, newest: u64) {
+    let closed = hub.disconnect_all();
+    log::warn!(
+        "pump: event ids went back from {after} to {newest}: the store lost its data \
+         (FLUSH, or a restart without persistence); following the new ids and closing \
+         {closed} stream(s) so their clients reset"
+    );
 }
 
 /// Logs a failed read, sleeps, and returns the next backoff.

@@ -23,8 +23,12 @@ pub const RETRY_MS: u64 = 3000;
 /// The heartbeat comment. Its only job is to keep proxies and dead-peer
 /// detection busy on an idle stream; EventSource ignores it.
 pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
-/// Most events replayed on one reconnect; more than the stream can hold.
-const REPLAY_MAX: usize = 100_000;
+/// Events read from history per query when catching up; a longer backlog goes
+/// out in several writes, so a big replay never sits whole in memory.
+const REPLAY_PAGE: usize = 1000;
+/// Most pages one catch-up reads (a million events, far beyond the default
+/// history): the loop stays bounded even if writes outpace it for ever.
+const REPLAY_PAGES_MAX: usize = 1000;
 
 /// Which event format a stream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +253,20 @@ pub fn run(
         buf.clear();
         for batch in std::iter::once(first).chain(sub.rx.try_iter()) {
             for event in &batch.events {
+                if let Some(last) = last_sent.filter(|&last| event.id > last + 1) {
+                    // A gap. Event ids are consecutive, so events between `last`
+                    // and this one never reached our channel: the pump started
+                    // (or resumed) after our replay was read, or the stream was
+                    // trimmed past it. History fills the gap, or says reset.
+                    if wire.send(&buf).is_err() {
+                        return End::ClientLeft;
+                    }
+                    buf.clear();
+                    match catch_up(wire, store, last, true, opts.dialect) {
+                        Ok(caught_up) => last_sent = Some(caught_up),
+                        Err(_) => return End::ClientLeft,
+                    }
+                }
                 if last_sent.is_some_and(|last| event.id <= last) {
                     continue;
                 }
@@ -264,43 +282,75 @@ pub fn run(
 
 /// Sends what the client missed; returns the last id it has now seen (if known).
 fn replay(wire: &mut Wire, store: &dyn Store, opts: &StreamOptions) -> io::Result<Option<u64>> {
-    let after = match opts.resume {
-        Resume::Live => return Ok(None),
-        Resume::After(id) => id,
-        Resume::Invalid => u64::MAX,
-    };
-    let history = if after == u64::MAX {
-        store
-            .last_event_id()
-            .map(|last_event_id| History::Evicted { last_event_id })
-    } else {
-        store.history(after, REPLAY_MAX)
-    };
-    match history {
-        Ok(History::Events(events)) => {
-            let mut buf = Vec::new();
-            for event in &events {
-                buf.extend_from_slice(Encoded::new(event).bytes(opts.dialect));
+    match opts.resume {
+        Resume::Live => Ok(None),
+        Resume::After(after) => catch_up(wire, store, after, false, opts.dialect).map(Some),
+        Resume::Invalid => match store.last_event_id() {
+            Ok(last_event_id) => {
+                wire.send(&reset_event(last_event_id))?;
+                Ok(Some(last_event_id))
             }
-            wire.send(&buf)?;
-            Ok(Some(events.last().map_or(after, |e| e.id)))
-        }
-        Ok(History::Evicted { last_event_id }) => {
-            wire.send(&reset_event(last_event_id))?;
-            Ok(Some(last_event_id))
-        }
-        Err(e) => {
-            // The store is down: we cannot know what was missed. Ask the browser
-            // to come back later, when replay can work, and end this stream.
-            log_store_error(&e);
-            wire.send(&retry_field(RETRY_MS))?;
-            Err(io::Error::other("store unavailable for replay"))
-        }
+            Err(e) => Err(store_failed(wire, &e)),
+        },
     }
 }
 
-fn log_store_error(e: &StoreError) {
+/// Sends every event after `after` from history, a page per write, and returns
+/// the last id sent. A history that no longer reaches back to `after` (or never
+/// got that far) becomes `event: reset` carrying the newest id. `seen` says the
+/// client already got `after` on this connection, so no id may go below it.
+fn catch_up(
+    wire: &mut Wire,
+    store: &dyn Store,
+    mut after: u64,
+    seen: bool,
+    dialect: Dialect,
+) -> io::Result<u64> {
+    let mut buf = Vec::new();
+    for page in 0..REPLAY_PAGES_MAX {
+        match store.history(after, REPLAY_PAGE) {
+            Ok(History::Events(events)) => {
+                buf.clear();
+                for event in &events {
+                    buf.extend_from_slice(Encoded::new(event).bytes(dialect));
+                }
+                wire.send(&buf)?;
+                let Some(last) = events.last() else { break };
+                after = last.id;
+                if events.len() < REPLAY_PAGE {
+                    break;
+                }
+            }
+            Ok(History::Evicted { last_event_id })
+                if last_event_id < after && (seen || page > 0) =>
+            {
+                // The store's ids went backwards under us (Redis lost its data).
+                // Ids on one connection only ever increase, so end the stream:
+                // the client reconnects with its Last-Event-ID and gets a reset.
+                log::warn!(
+                    "SSE: event ids went back from {after} to {last_event_id}; closing the stream"
+                );
+                wire.send(&retry_field(RETRY_MS))?;
+                return Err(io::Error::other("event ids went backwards"));
+            }
+            Ok(History::Evicted { last_event_id }) => {
+                wire.send(&reset_event(last_event_id))?;
+                return Ok(last_event_id);
+            }
+            Err(e) => return Err(store_failed(wire, &e)),
+        }
+    }
+    Ok(after)
+}
+
+/// The store is down: we cannot know what was missed. Ask the browser to come
+/// back later, when replay can work; the caller ends the stream.
+fn store_failed(wire: &mut Wire, e: &StoreError) -> io::Error {
     log::warn!("SSE replay failed: {e}");
+    match wire.send(&retry_field(RETRY_MS)) {
+        Ok(()) => io::Error::other("store unavailable for replay"),
+        Err(write_error) => write_error,
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +457,79 @@ mod tests {
         assert!(h.ends_with("\r\n\r\n"));
         let h10 = String::from_utf8(head(Framing::CloseDelimited, "")).unwrap();
         assert!(h10.contains("Connection: close\r\n") && !h10.contains("chunked"));
+    }
+
+    /// Runs a Live stream over `batches` (then the hub closes) and returns the body.
+    fn stream_batches(store: &dyn Store, batches: Vec<Vec<Event>>) -> String {
+        let hub = crate::hub::Hub::new(4);
+        let sub = hub.subscribe().unwrap();
+        for events in &batches {
+            hub.publish(Arc::new(Batch::new(events)));
+        }
+        hub.close();
+        let sink = SharedSink::default();
+        let mut wire = Wire::new(Box::new(sink.clone()), Framing::CloseDelimited);
+        let opts = StreamOptions {
+            dialect: Dialect::Standard,
+            resume: Resume::Live,
+            heartbeat: Duration::from_secs(60),
+        };
+        assert_eq!(run(&mut wire, &sub, store, &opts), End::Unsubscribed);
+        String::from_utf8(sink.take()).unwrap()
+    }
+
+    fn ids(body: &str) -> Vec<u64> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
+            .collect()
+    }
+
+    fn store_with_likes(capacity: u64, likes: u64) -> crate::store::memory::MemoryStore {
+        let store = crate::store::memory::MemoryStore::new(capacity);
+        let c = store
+            .add_comment(crate::store::NewComment {
+                nickname: "n".into(),
+                content: "c".into(),
+                created_at: 0,
+            })
+            .unwrap();
+        for v in 0..likes {
+            store.set_like(c.id, &v.to_string(), LikeOp::Like).unwrap();
+        }
+        store
+    }
+
+    /// Live events that skip ids (the pump started after the replay was read)
+    /// are completed from history: no gap, no duplicate.
+    #[test]
+    fn gap_in_live_events_is_filled_from_history() {
+        let store = store_with_likes(100, 5); // events 1..=6
+        let body = stream_batches(
+            &store,
+            vec![
+                vec![like(2, 1, 1, LikeOp::Like)],
+                vec![like(5, 1, 4, LikeOp::Like), like(6, 1, 5, LikeOp::Like)],
+            ],
+        );
+        assert_eq!(ids(&body), vec![2, 3, 4, 5, 6], "{body}");
+    }
+
+    /// A gap that history no longer covers becomes `event: reset`, and ids still rise.
+    #[test]
+    fn gap_beyond_history_resets() {
+        let store = store_with_likes(2, 5); // keeps events 5 and 6
+        let body = stream_batches(
+            &store,
+            vec![
+                vec![like(2, 1, 1, LikeOp::Like)],
+                vec![like(6, 1, 5, LikeOp::Like)],
+            ],
+        );
+        assert!(
+            body.contains("id: 6\nevent: reset\ndata: {\"last_event_id\":\"6\"}\n\n"),
+            "{body}"
+        );
+        assert_eq!(ids(&body), vec![2, 6], "{body}");
     }
 
     #[derive(Clone, Default)]

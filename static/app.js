@@ -87,9 +87,16 @@ async function start() {
   // Resume from the snapshot's id: nothing between the snapshot and the stream is lost.
   source = new EventSource(`/events?since=${encodeURIComponent(snap.last_event_id)}`);
   source.addEventListener("open", () => setStatus("live", "live"));
-  source.addEventListener("error", () =>
-    setStatus(source.readyState === EventSource.CLOSED ? "offline" : "reconnecting",
-              source.readyState === EventSource.CLOSED ? "offline" : "reconnecting"));
+  source.addEventListener("error", (ev) => {
+    if (ev.target.readyState === EventSource.CLOSED) {
+      // The browser gave up on this stream (it only retries by itself after a
+      // network error): start over later from a fresh snapshot.
+      setStatus("offline", "offline");
+      retryLater();
+    } else {
+      setStatus("reconnecting", "reconnecting");
+    }
+  });
   source.addEventListener("like", (ev) => {
     const { id, score } = JSON.parse(ev.data);
     const c = comments.get(id);
@@ -102,7 +109,23 @@ async function start() {
     render();
   });
   // The history we asked for is gone: start over from a fresh snapshot.
-  source.addEventListener("reset", () => start().catch(() => setStatus("offline", "offline")));
+  source.addEventListener("reset", restart);
 }
 
-start().catch(() => setStatus("offline", "offline"));
+let retryTimer = null;
+
+function restart() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
+  start().catch(() => {
+    setStatus("offline", "offline");
+    retryLater();
+  });
+}
+
+/** Tries again in 3-6 s (jittered, so a restarted server is not hit all at once). */
+function retryLater() {
+  if (retryTimer === null) retryTimer = setTimeout(restart, 3000 + Math.random() * 3000);
+}
+
+restart();

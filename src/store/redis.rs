@@ -15,8 +15,15 @@
 //! | `{P}:liked:<visitor>`      | set    | members that visitor likes (for `liked`)   |
 //! | `{P}:comment_seq`          | string | last comment id handed out                 |
 //! | `{P}:event_seq`            | string | last event id                              |
-//! | `{P}:events`               | stream | the events, `XADD MAXLEN ~ N`, ids `0-<seq>` |
+//! | `{P}:events`               | stream | the last N events, `XADD MAXLEN N`, ids `0-<seq>` |
 //!
+//! The stream is trimmed exactly (`MAXLEN N`, not `MAXLEN ~ N`), so the replay
+//! history is exactly the newest `--stream-len` events, as in the memory store.
+//! `~` only ever drops whole macro-nodes (up to 100 entries each), so with a
+//! small N the stream could hold ten times more than asked, and whether a
+//! reconnect replays or resets would depend on node boundaries. Exact trimming
+//! costs little here: each XADD marks one entry of the oldest node deleted
+//! (a walk over at most one node), and the node is freed once it is empty.
 //! A member is the comment id zero-padded to 12 digits: equal scores then sort
 //! newest first in `ZREVRANGEBYSCORE`, with no second key to keep in step.
 
@@ -49,7 +56,7 @@ redis.call('HSET', KEYS[1], member,
   cjson.encode({nickname = ARGV[1], content = ARGV[2], created_at = ARGV[3]}))
 redis.call('ZADD', KEYS[2], 0, member)
 local seq = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '0-' .. seq,
+redis.call('XADD', KEYS[5], 'MAXLEN', ARGV[4], '0-' .. seq,
   'type', 'comment', 'comment', member, 'score', 0,
   'nickname', ARGV[1], 'content', ARGV[2], 'created_at', ARGV[3])
 return id
@@ -76,7 +83,7 @@ local score = redis.call('SCARD', KEYS[3])
 if changed == 1 then
   redis.call('ZADD', KEYS[2], score, ARGV[1])
   local seq = redis.call('INCR', KEYS[5])
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '0-' .. seq,
+  redis.call('XADD', KEYS[6], 'MAXLEN', ARGV[4], '0-' .. seq,
     'type', ARGV[3], 'comment', ARGV[1], 'score', score)
 end
 return {1, changed, score}
