@@ -76,13 +76,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         Some(url) => {
             let pool = (config.workers + 4) as u32;
             let store = RedisStore::open(url, &config.key_prefix, config.stream_len, pool)?;
-            match store.ping() {
-                Ok(()) => log::info!("using Redis at {}", redact(url)),
-                Err(e) => log::warn!(
-                    "Redis at {} is not answering yet ({e}); will keep trying",
-                    redact(url)
-                ),
-            }
+            log::info!("using Redis at {}", redact(url));
             Arc::new(store)
         }
         None => {
@@ -111,7 +105,20 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         pump: Arc::clone(&pump_stats),
         started: Instant::now(),
     });
-    let _pump = pump::spawn(store, hub, pump_stats, Arc::clone(&stop));
+    // The pump's starting point is fixed before the first client can connect:
+    // a client that subscribes "live" must not see the pump start after events
+    // it should have received.
+    let start = match store.last_event_id() {
+        Ok(id) => Some(id),
+        Err(e) => {
+            log::warn!(
+                "the {} store is not answering yet ({e}); will keep trying",
+                store.name()
+            );
+            None
+        }
+    };
+    let _pump = pump::spawn(store, hub, pump_stats, Arc::clone(&stop), start);
 
     let mut server = server::Server::start(Arc::clone(&app))?;
     let fatal = server.spawn_workers();

@@ -35,25 +35,39 @@ pub struct PumpStats {
     pub errors: AtomicU64,
 }
 
-/// Starts the pump thread. It starts after the newest event that exists now and
-/// runs until `stop` is set.
+/// Starts the pump thread, delivering every event after `start` (the newest id
+/// when the server started; `None` if the store was not answering then, in which
+/// case the pump asks it until it answers). Runs until `stop` is set.
+///
+/// The caller reads `start` before it accepts any client: a client that
+/// subscribes "live" must not find the pump starting after events it should see.
 pub fn spawn(
     store: Arc<dyn Store>,
     hub: Arc<Hub<Message>>,
     stats: Arc<PumpStats>,
     stop: Arc<AtomicBool>,
+    start: Option<u64>,
 ) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("pump".into())
-        .spawn(move || run(&*store, &hub, &stats, &stop))
+        .spawn(move || run(&*store, &hub, &stats, &stop, start))
         .expect("spawning the pump thread")
 }
 
-fn run(store: &dyn Store, hub: &Hub<Message>, stats: &PumpStats, stop: &AtomicBool) {
+fn run(
+    store: &dyn Store,
+    hub: &Hub<Message>,
+    stats: &PumpStats,
+    stop: &AtomicBool,
+    start: Option<u64>,
+) {
     let mut backoff = BACKOFF_MIN;
     // Where to start: the newest event at startup. Retried until the store answers,
     // so a server started while Redis is down begins pumping when it returns.
     let mut after = loop {
+        if let Some(start) = start {
+            break start;
+        }
         if stop.load(Ordering::Relaxed) {
             return;
         }
