@@ -357,7 +357,8 @@ fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
 /// line on stderr and exit status 2.
 #[test]
 fn bad_flags_exit_2_with_one_line() {
-    let cases: [(&[&str], &[(&str, &str)]); 5] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 5] = [
         (&["--bogus"], &[]),
         (&["--workers", "0"], &[]),
         (&["--listen"], &[]),
