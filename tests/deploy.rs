@@ -33,8 +33,8 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 /// The value of `Key=` in a unit or env file (the last one wins, as in systemd).
 fn setting(text: &str, key: &str) -> String {
     text.lines()
-        .filter_map(|l| l.trim().strip_prefix(&format!("{key}=")))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= line"))
         .to_string()
 }
