@@ -14,7 +14,9 @@ ARGS ?=
 
 # Debian packages the test suites use, installed by `make test-deps` when the
 # program is not on PATH. The tests start their own redis-server on free ports
-# (or use $LIKEBOARD_TEST_REDIS_SERVER); the browser tests drive chromium.
+# (or use $LIKEBOARD_TEST_REDIS_SERVER); the browser tests drive chromium;
+# tests/deploy.rs checks deploy/ with systemd-analyze (package systemd) and
+# nginx; tests/ops.rs parses /metrics with Python's prometheus_client.
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -54,11 +56,13 @@ test-deps:
 	else \
 		echo "make: chromium is not on PATH"; missing="$$missing chromium"; \
 	fi; \
-	if command -v ss >/dev/null 2>&1; then \
-		echo "make: found $$(command -v ss)"; \
-	else \
-		echo "make: ss is not on PATH (package iproute2)"; missing="$$missing iproute2"; \
-	fi; \
+	for tool in systemd-analyze:systemd nginx:nginx ss:iproute2; do \
+		if PATH="$$PATH:/usr/sbin:/sbin" command -v "$${tool%%:*}" >/dev/null 2>&1; then \
+			echo "make: found $$(PATH="$$PATH:/usr/sbin:/sbin" command -v $${tool%%:*})"; \
+		else \
+			echo "make: $${tool%%:*} is not on PATH"; missing="$$missing $${tool#*:}"; \
+		fi; \
+	done; \
 	for tool in fmt:rustfmt clippy:clippy; do \
 		if ! $(CARGO) $${tool%%:*} --version >/dev/null 2>&1; then \
 			echo "make: cargo $${tool%%:*} is missing; adding the $${tool#*:} component with rustup"; \
@@ -73,11 +77,21 @@ test-deps:
 		$(SUDO) $(APT_GET) update -q && \
 		$(SUDO) $(APT_GET) install -y -q $$missing || exit 1; \
 		for program in $$missing; do \
+			[ "$$program" = systemd ] && program=systemd-analyze; \
 			[ "$$program" = iproute2 ] && program=ss; \
-			command -v "$$program" >/dev/null 2>&1 \
+			PATH="$$PATH:/usr/sbin:/sbin" command -v "$$program" >/dev/null 2>&1 \
 				|| { echo "make: $$program is still not on PATH after installing" >&2; exit 1; }; \
-			echo "make: installed $$(command -v $$program)"; \
+			echo "make: installed $$(PATH="$$PATH:/usr/sbin:/sbin" command -v $$program)"; \
 		done; \
+	fi; \
+	if python3 -c 'import prometheus_client' >/dev/null 2>&1; then \
+		echo "make: found Python's prometheus_client"; \
+	else \
+		echo "make: installing Python's prometheus_client (tests/ops.rs parses /metrics with it)"; \
+		python3 -m pip install --quiet prometheus_client \
+			|| $(SUDO) $(APT_GET) install -y -q python3-prometheus-client || exit 1; \
+		python3 -c 'import prometheus_client' \
+			|| { echo "make: python3 still cannot import prometheus_client" >&2; exit 1; }; \
 	fi
 
 fmt-check:

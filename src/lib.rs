@@ -16,6 +16,7 @@
 //! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
 //! - [`sse`]: events to exact bytes, and the per-client writer loop.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.
+//! - [`metrics`]: the `/metrics` exposition, and the store wrapper that counts.
 //! - [`release`], [`watchdog`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
 //!
 //! # How a like travels
@@ -46,6 +47,7 @@ pub mod error;
 pub mod hub;
 pub mod input;
 pub mod limits;
+pub mod metrics;
 pub mod page;
 pub mod pump;
 pub mod ratelimit;
@@ -85,6 +87,10 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
+    // Every store call is counted (errors, appends, replays) by one wrapper.
+    let metrics = metrics::Metrics::new();
+    let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, Arc::clone(&metrics)));
+
     let limits = limits::OsLimits::measure();
     let (os_cap, why) = limits.subscriber_cap();
     let cap = config
@@ -104,6 +110,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         config,
         pump: Arc::clone(&pump_stats),
         started: Instant::now(),
+        metrics,
     });
     // The pump's starting point is fixed before the first client can connect:
     // a client that subscribes "live" must not see the pump start after events

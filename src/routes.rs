@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::hub::Hub;
 use crate::input::{self, CommentForm, Target};
+use crate::metrics::{self, Metrics};
 use crate::page::Page;
 use crate::pump::PumpStats;
 use crate::ratelimit::RateLimiter;
@@ -42,6 +43,8 @@ pub struct App {
     pub config: Config,
     pub pump: Arc<PumpStats>,
     pub started: Instant,
+    /// Request counts and durations, store errors; rendered by `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Who is asking: the visitor id from the cookie (or the client IP without one).
@@ -136,6 +139,7 @@ pub fn route(app: &App, req: &mut Request, visitor: &Visitor) -> Result<Outcome,
             });
         }
         (Method::Get, ["healthz"]) => healthz(app),
+        (Method::Get, ["metrics"]) => metrics(app)?,
         _ if app.config.seed_routes => return seed_route(app, req, &method, &target, visitor),
         _ => return Err(not_found_or_405(path, false)),
     };
@@ -201,7 +205,7 @@ fn seed_route(
 fn not_found_or_405(path: &str, seed: bool) -> Error {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let allow = match segments.as_slice() {
-        [""] | ["events"] | ["healthz"] | ["static", _] => Some("GET, HEAD"),
+        [""] | ["events"] | ["healthz"] | ["metrics"] | ["static", _] => Some("GET, HEAD"),
         ["api", "comments"] => Some("GET, HEAD, POST"),
         ["api", "comments", _, "like"] => Some("POST, DELETE"),
         ["addComment"] | ["commentList"] | ["sse"] if seed => Some("GET, HEAD"),
@@ -211,6 +215,27 @@ fn not_found_or_405(path: &str, seed: bool) -> Error {
     match allow {
         Some(allow) => Error::MethodNotAllowed { allow },
         None => Error::NotFound(format!("no route for {}", truncate_path(path))),
+    }
+}
+
+/// The route a path belongs to, as a fixed pattern: the `route` label of the
+/// request metrics. Never the raw path, or every comment id and every probe for
+/// `/wp-login.php` would make a new time series.
+pub fn pattern(path: &str, seed_routes: bool) -> &'static str {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [""] => "/",
+        ["static", _] => "/static/{name}",
+        ["api", "comments"] => "/api/comments",
+        ["api", "comments", _, "like"] => "/api/comments/{id}/like",
+        ["events"] => "/events",
+        ["healthz"] => "/healthz",
+        ["metrics"] => "/metrics",
+        ["addComment"] if seed_routes => "/addComment",
+        ["favorite"] if seed_routes => "/favorite",
+        ["commentList"] if seed_routes => "/commentList",
+        ["sse"] if seed_routes => "/sse",
+        _ => "unmatched",
     }
 }
 
@@ -311,6 +336,21 @@ fn healthz(app: &App) -> Reply {
     // error itself goes to the log, not to whoever polls this.
     body[app.store.name()] = json!(if store.is_ok() { "ok" } else { "unreachable" });
     Reply::json(if store.is_ok() { 200 } else { 503 }, body)
+}
+
+/// The Prometheus exposition. A reverse proxy should not pass this route on
+/// (see deploy/nginx-likeboard.conf): Prometheus scrapes each instance directly.
+fn metrics(app: &App) -> Result<Reply, Error> {
+    let text = app
+        .metrics
+        .render(&app.hub, &app.pump, &*app.store)
+        .map_err(|e| Error::Internal(format!("encoding metrics: {e}")))?;
+    Ok(Reply {
+        status: 200,
+        content_type: metrics::CONTENT_TYPE,
+        body: text.into_bytes(),
+        headers: vec![("Cache-Control", "no-store".to_string())],
+    })
 }
 
 fn check_rate(app: &App, visitor: &Visitor) -> Result<(), Error> {

@@ -193,6 +193,7 @@ impl Worker {
         let reply = match outcome {
             Ok(Ok(Outcome::Stream { dialect, resume })) => {
                 self.start_stream(request, dialect, resume);
+                self.observe(&method, &path, 200, started);
                 log::debug!(
                     "{method} {path} -> stream ({} ms)",
                     started.elapsed().as_millis()
@@ -220,10 +221,20 @@ impl Worker {
         if let Err(e) = respond(request, reply, set_cookie) {
             log::debug!("{method} {path}: client left before the reply: {e}");
         }
+        self.observe(&method, &path, status, started);
         log::info!(
             "{method} {path} {status} {} ms",
             started.elapsed().as_millis()
         );
+    }
+
+    /// Counts an answered request in the metrics, under its route pattern.
+    fn observe(&self, method: &str, path: &str, status: u16, started: Instant) {
+        let route = routes::pattern(path, self.app.config.seed_routes);
+        let took = started.elapsed();
+        self.app
+            .metrics
+            .observe_request(route, method, status, took);
     }
 
     /// Takes the raw socket from tiny_http and hands it to a writer thread.

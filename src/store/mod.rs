@@ -149,6 +149,11 @@ pub trait Store: Send + Sync {
     fn event_reader(&self) -> Box<dyn EventReader>;
     /// A short name for logs and `/healthz`.
     fn name(&self) -> &'static str;
+    /// Connections opened again after one failed or was lost, since start (for
+    /// `/metrics`); a store without connections has none.
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 /// The pump's view of the event log: block until events after `after` exist.

@@ -27,6 +27,8 @@
 //! A member is the comment id zero-padded to 12 digits: equal scores then sort
 //! newest first in `ZREVRANGEBYSCORE`, with no second key to keep in step.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{Client, ConnectionLike, ErrorKind, RedisError, Script, ServerErrorKind, Value};
@@ -146,14 +148,45 @@ fn member(id: u64) -> String {
 #[derive(Clone)]
 struct Connector {
     client: Client,
+    /// Shared by the pool and the pump's reader, for the reconnect count.
+    link: Arc<Link>,
+}
+
+/// Whether a connection was lost (or could not be made) since the last good
+/// connect, and how many times one was made after such a loss.
+#[derive(Default)]
+struct Link {
+    lost: AtomicBool,
+    reconnects: AtomicU64,
+}
+
+impl Link {
+    fn lost(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+    }
+
+    fn connected(&self) {
+        if self.lost.swap(false, Ordering::Relaxed) {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Connector {
     fn connect(&self, read_timeout: Duration) -> Result<redis::Connection, RedisError> {
-        let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-        con.set_read_timeout(Some(read_timeout))?;
-        con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
-        Ok(con)
+        let opened = self
+            .client
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .and_then(|con| {
+                con.set_read_timeout(Some(read_timeout))?;
+                con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+                Ok(con)
+            });
+        match &opened {
+            Ok(_) => self.link.connected(),
+            Err(_) => self.link.lost(),
+        }
+        opened
     }
 }
 
@@ -170,7 +203,11 @@ impl r2d2::ManageConnection for Connector {
     }
 
     fn has_broken(&self, con: &mut redis::Connection) -> bool {
-        !con.is_open()
+        let broken = !con.is_open();
+        if broken {
+            self.link.lost();
+        }
+        broken
     }
 }
 
@@ -191,7 +228,10 @@ impl RedisStore {
     pub fn open(url: &str, prefix: &str, stream_len: u64, pool_size: u32) -> StoreResult<Self> {
         let client = Client::open(url)
             .map_err(|e| StoreError::Corrupt(format!("invalid Redis URL {url:?}: {e}")))?;
-        let connector = Connector { client };
+        let connector = Connector {
+            client,
+            link: Arc::default(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(pool_size.max(1))
             .min_idle(Some(0))
@@ -397,6 +437,10 @@ impl Store for RedisStore {
     fn name(&self) -> &'static str {
         "redis"
     }
+
+    fn reconnects(&self) -> u64 {
+        self.connector.link.reconnects.load(Ordering::Relaxed)
+    }
 }
 
 /// The pump's reader: its own connection (never a pooled one, since it blocks
@@ -448,6 +492,7 @@ impl EventReader for StreamReader {
             Err(e) => {
                 // Whatever went wrong, this connection is no longer trusted.
                 self.con = None;
+                self.connector.link.lost();
                 Err(classify("pump read", e))
             }
         }

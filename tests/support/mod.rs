@@ -730,3 +730,72 @@ macro_rules! both_backends {
         }
     };
 }
+
+impl Likeboard {
+    /// Starts `program` (e.g. a copy of the binary) in working directory `cwd`
+    /// with `--listen 127.0.0.1:0` plus `args` and a clean environment. Unlike
+    /// [`Likeboard::start`], nothing is written into `cwd`: stderr goes to a
+    /// scratch directory of its own.
+    pub fn start_program(
+        program: &std::path::Path,
+        cwd: &std::path::Path,
+        args: &[&str],
+    ) -> Likeboard {
+        let dir = TempDir::new("likeboard-log");
+        let stderr_path = dir.0.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut child = Command::new(program)
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let Some(addr) = line
+            .strip_prefix("listening on http://")
+            .and_then(|a| a.parse().ok())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!(
+                "{} printed {line:?}, not its URL; stderr:\n{log}",
+                program.display()
+            );
+        };
+        Likeboard {
+            addr,
+            child: Some(child),
+            stderr_path,
+            _dir: dir,
+        }
+    }
+}
+
+/// The path of `program` on `PATH` (or in /usr/sbin and /sbin, where Debian
+/// puts nginx), or a panic that says how to get it: tests that need a tool
+/// fail when it is missing, they never pass silently.
+pub fn require_tool(program: &str, package: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} is not installed; `make test` installs it (Debian package {package})")
+        })
+}

@@ -1,0 +1,378 @@
+//! `GET /metrics`: what the server is doing, in the OpenMetrics text format that
+//! Prometheus scrapes. The server and the store wrapper call in; routes render.
+//!
+//! Two kinds of numbers. Those only this module counts (HTTP requests and their
+//! durations, events appended and replayed, store errors) live in [`Metrics`].
+//! Those other modules already keep (the hub's subscribers, drops and refusals,
+//! the pump's progress, the store's reconnects) are read when a scrape comes in,
+//! so those modules carry no metrics code. Knows no URLs (the server passes a
+//! route pattern) and no HTTP types.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::hub::Hub;
+use crate::pump::PumpStats;
+use crate::sse::Message;
+use crate::store::{
+    Comment, Event, EventReader, History, LikeOp, LikeOutcome, NewComment, Snapshot, Store,
+    StoreError, StoreResult,
+};
+
+/// The `Content-Type` of the exposition; Prometheus picks its parser by it.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (seconds) of the request-duration buckets. Ordinary requests
+/// take well under a millisecond on the in-memory store and about one Redis
+/// round trip otherwise; the top buckets catch a Redis outage (0.3 s checkout).
+const DURATION_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The labels of one HTTP request. Every value comes from a fixed set, so the
+/// number of series stays bounded whatever clients send.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// A route pattern such as `/api/comments/{id}/like`, never a raw path.
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreErrorLabels {
+    store: &'static str,
+    /// The store operation that failed: `like`, `snapshot`, `pump_read`, ...
+    op: &'static str,
+    /// `unavailable` (unreachable, timed out) or `unexpected` (a bad answer).
+    kind: &'static str,
+}
+
+/// The counters this module keeps itself; shared by every thread.
+pub struct Metrics {
+    /// HTTP requests answered, by route pattern, method and status.
+    requests: Family<RequestLabels, Counter>,
+    /// Time from taking a request to sending its reply (for `/events`: to
+    /// handing the stream to its writer thread), by route pattern.
+    durations: Family<RouteLabels, Histogram>,
+    /// Events this instance's writes appended to the log (other instances
+    /// count their own; the pump's broadcast count covers everyone's).
+    appended: Counter,
+    /// Events read back from the log to replay to reconnecting clients.
+    replayed: Counter,
+    /// Failed store operations.
+    store_errors: Family<StoreErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            appended: Counter::default(),
+            replayed: Counter::default(),
+            store_errors: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics::default())
+    }
+
+    /// Counts one answered request. `route` is a pattern from a fixed set;
+    /// `method` is reduced to a fixed set here, since clients may send any token.
+    pub fn observe_request(&self, route: &'static str, method: &str, status: u16, took: Duration) {
+        let method = match method {
+            "GET" => "GET",
+            "HEAD" => "HEAD",
+            "POST" => "POST",
+            "DELETE" => "DELETE",
+            "PUT" => "PUT",
+            "OPTIONS" => "OPTIONS",
+            _ => "other",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        self.durations
+            .get_or_create(&RouteLabels { route })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a failed store call, then passes the result on unchanged.
+    fn store_result<T>(
+        &self,
+        store: &'static str,
+        op: &'static str,
+        r: StoreResult<T>,
+    ) -> StoreResult<T> {
+        if let Err(e) = &r {
+            let kind = match e {
+                StoreError::Unavailable(_) => "unavailable",
+                StoreError::Corrupt(_) => "unexpected",
+            };
+            self.store_errors
+                .get_or_create(&StoreErrorLabels { store, op, kind })
+                .inc();
+        }
+        r
+    }
+
+    /// The whole exposition: this module's counters plus what the hub, the pump
+    /// and the store report right now.
+    ///
+    /// Pump lag costs one `GET` of the event counter per scrape: only the store
+    /// knows the newest id when other instances take writes too, and a scrape
+    /// every 15 s or so makes that round trip negligible. (`/healthz`, polled
+    /// far more often, does not do it.) If the store does not answer, the lag
+    /// is left out: an absent sample means "unknown", a zero would lie.
+    pub fn render(
+        &self,
+        hub: &Hub<Message>,
+        pump: &PumpStats,
+        store: &dyn Store,
+    ) -> Result<String, fmt::Error> {
+        let mut registry = Registry::with_prefix("likeboard");
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route pattern, method and status",
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer a request (for /events: to hand the stream to its writer)",
+            Unit::Seconds,
+            self.durations.clone(),
+        );
+        registry.register(
+            "events_appended",
+            "Events appended to the log by this instance's writes",
+            self.appended.clone(),
+        );
+        registry.register(
+            "events_replayed",
+            "Events read from the log to replay to reconnecting clients",
+            self.replayed.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed store operations (Redis errors when the store is Redis), by operation and kind",
+            self.store_errors.clone(),
+        );
+
+        // Numbers kept elsewhere: fresh metrics holding this instant's values.
+        let gauge = |v: u64| -> Gauge {
+            let g = Gauge::default();
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            g
+        };
+        let counter = |v: u64| -> Counter {
+            let c = Counter::default();
+            c.inc_by(v);
+            c
+        };
+        registry.register(
+            "sse_subscribers",
+            "SSE clients connected now",
+            gauge(hub.len() as u64),
+        );
+        registry.register(
+            "sse_subscriber_cap",
+            "Most SSE clients at once (from --max-subscribers and the OS limits)",
+            gauge(hub.cap() as u64),
+        );
+        registry.register(
+            "sse_dropped_slow",
+            "SSE clients dropped because their queue was full",
+            counter(hub.dropped_slow()),
+        );
+        registry.register(
+            "sse_refused",
+            "SSE clients refused because the subscriber cap was reached",
+            counter(hub.refused()),
+        );
+        registry.register(
+            "events_broadcast",
+            "Events the pump handed to the hub (every instance's writes)",
+            counter(pump.events.load(Ordering::Relaxed)),
+        );
+        let delivered = pump.last_delivered.load(Ordering::Relaxed);
+        registry.register(
+            "pump_last_delivered_event_id",
+            "Id of the last event the pump handed to the hub",
+            gauge(delivered),
+        );
+        if let Ok(newest) = store.last_event_id() {
+            registry.register(
+                "pump_lag_events",
+                "Newest event id in the log minus the last one the pump delivered",
+                gauge(newest.saturating_sub(delivered)),
+            );
+        }
+        registry.register(
+            "store_reconnects",
+            "Connections to the store opened again after one failed or was lost",
+            counter(store.reconnects()),
+        );
+
+        let mut out = String::new();
+        text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
+
+/// The configured store, counted: errors by operation, events this instance
+/// appended, events read for replay. Wrapping keeps both stores free of metrics.
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> MeteredStore {
+        MeteredStore { inner, metrics }
+    }
+
+    fn count<T>(&self, op: &'static str, r: StoreResult<T>) -> StoreResult<T> {
+        self.metrics.store_result(self.inner.name(), op, r)
+    }
+}
+
+impl Store for MeteredStore {
+    fn snapshot(&self, visitor: &str, limit: usize, offset: usize) -> StoreResult<Snapshot> {
+        self.count("snapshot", self.inner.snapshot(visitor, limit, offset))
+    }
+
+    fn add_comment(&self, comment: NewComment) -> StoreResult<Comment> {
+        let r = self.count("add_comment", self.inner.add_comment(comment));
+        if r.is_ok() {
+            self.metrics.appended.inc();
+        }
+        r
+    }
+
+    fn set_like(
+        &self,
+        comment: u64,
+        visitor: &str,
+        op: LikeOp,
+    ) -> StoreResult<Option<LikeOutcome>> {
+        let r = self.count("like", self.inner.set_like(comment, visitor, op));
+        // Only a change is logged (liking twice appends nothing).
+        if let Ok(Some(outcome)) = &r {
+            if outcome.changed {
+                self.metrics.appended.inc();
+            }
+        }
+        r
+    }
+
+    fn history(&self, after: u64, max: usize) -> StoreResult<History> {
+        let r = self.count("history", self.inner.history(after, max));
+        // `history` is only asked for replay (see `Store::history`).
+        if let Ok(History::Events(events)) = &r {
+            self.metrics.replayed.inc_by(events.len() as u64);
+        }
+        r
+    }
+
+    fn last_event_id(&self) -> StoreResult<u64> {
+        self.count("last_event_id", self.inner.last_event_id())
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        self.count("ping", self.inner.ping())
+    }
+
+    fn event_reader(&self) -> Box<dyn EventReader> {
+        Box::new(MeteredReader {
+            inner: self.inner.event_reader(),
+            store: self.inner.name(),
+            metrics: Arc::clone(&self.metrics),
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.inner.reconnects()
+    }
+}
+
+/// The pump's reader, counted like the store it came from.
+struct MeteredReader {
+    inner: Box<dyn EventReader>,
+    store: &'static str,
+    metrics: Arc<Metrics>,
+}
+
+impl EventReader for MeteredReader {
+    fn wait_after(&mut self, after: u64, max: usize, timeout: Duration) -> StoreResult<Vec<Event>> {
+        let r = self.inner.wait_after(after, max, timeout);
+        self.metrics.store_result(self.store, "pump_read", r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    /// Appends, replays and request counts show up in the exposition, which
+    /// ends with the `# EOF` OpenMetrics requires.
+    #[test]
+    fn counts_reach_the_exposition() {
+        let metrics = Metrics::new();
+        let store = MeteredStore::new(Arc::new(MemoryStore::new(100)), Arc::clone(&metrics));
+        let c = store
+            .add_comment(NewComment {
+                nickname: "a".into(),
+                content: "b".into(),
+                created_at: 0,
+            })
+            .unwrap();
+        store.set_like(c.id, "v", LikeOp::Like).unwrap();
+        store.set_like(c.id, "v", LikeOp::Like).unwrap(); // no change, no event
+        store.history(0, 10).unwrap();
+        metrics.observe_request("/healthz", "GET", 200, Duration::from_millis(1));
+        metrics.observe_request("/healthz", "BREW", 405, Duration::from_millis(1));
+        let hub = Hub::new(7);
+        let text = metrics.render(&hub, &PumpStats::default(), &store).unwrap();
+        for line in [
+            "likeboard_events_appended_total 2",
+            "likeboard_events_replayed_total 2",
+            "likeboard_sse_subscriber_cap 7",
+            "likeboard_pump_lag_events 2",
+            r#"likeboard_http_requests_total{route="/healthz",method="GET",status="200"} 1"#,
+            r#"likeboard_http_requests_total{route="/healthz",method="other",status="405"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -1,0 +1,232 @@
+//! The deploy kit in deploy/: `systemd-analyze verify` accepts the unit, the
+//! unit's limits fit the subscriber cap it is configured for, `nginx -t`
+//! accepts the site, and the site really carries likes and the event stream
+//! to and from two instances sharing one Redis.
+//!
+//! The tools must be installed (`make test` installs them): a missing one fails
+//! the test with the package to install, it never passes silently.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{free_port, http, require_tool, visitor, Likeboard, RedisServer, SseClient, TempDir};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn deploy_file(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `text` with `from` replaced by `to`, which must occur exactly once (so the
+/// test notices when the file it adapts changes shape).
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "expected {from:?} once");
+    text.replacen(from, to, 1)
+}
+
+/// The value of `Key=` in a unit or env file (the last one wins, as in systemd).
+fn setting(text: &str, key: &str) -> String {
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= line"))
+        .to_string()
+}
+
+/// `systemd-analyze verify` accepts the unit without a single warning. The
+/// unit points at /usr/local/bin/likeboard, which verify insists exists; the
+/// copy checked here points at the binary just built instead.
+#[test]
+fn systemd_unit_verifies() {
+    let tool = require_tool("systemd-analyze", "systemd");
+    let dir = TempDir::new("systemd");
+    let unit = replace_once(
+        &deploy_file("likeboard@.service"),
+        "ExecStart=/usr/local/bin/likeboard ",
+        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_likeboard")),
+    );
+    std::fs::write(dir.0.join("likeboard@.service"), unit).unwrap();
+    let out = Command::new(tool)
+        .arg("verify")
+        .arg(dir.0.join("likeboard@8081.service"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warned:\n{stderr}"
+    );
+}
+
+/// LimitNOFILE and TasksMax leave room for the subscriber cap set in
+/// likeboard.env: up to 2 descriptors and 2 threads per client plus 512 of
+/// each in reserve (src/limits.rs), so likeboard never has to lower its cap.
+#[test]
+fn systemd_limits_fit_the_subscriber_cap() {
+    let unit = deploy_file("likeboard@.service");
+    let env = deploy_file("likeboard.env");
+    let cap: u64 = setting(&env, "LIKEBOARD_MAX_SUBSCRIBERS").parse().unwrap();
+    let needed = 2 * cap + 512;
+    for key in ["LimitNOFILE", "TasksMax"] {
+        let limit: u64 = setting(&unit, key).parse().unwrap();
+        assert!(limit >= needed, "{key}={limit} is below 2 x {cap} + 512");
+    }
+    assert_eq!(setting(&unit, "Restart"), "on-failure");
+    assert_eq!(
+        setting(&unit, "EnvironmentFile"),
+        "-/etc/likeboard/likeboard.env"
+    );
+}
+
+/// An nginx.conf for tests: everything under `dir`, the site included.
+fn nginx_conf(dir: &Path, site: &Path, foreground: bool) -> PathBuf {
+    let d = dir.display();
+    let extra = if foreground {
+        // One process that dies with the test, never a daemon left behind.
+        "daemon off;\nmaster_process off;\n"
+    } else {
+        ""
+    };
+    let conf = format!(
+        "{extra}pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n\
+         access_log off;\nclient_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
+         include {};\n}}\n",
+        site.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    path
+}
+
+/// `nginx -t` accepts the site as it is shipped, inside an `http {}` block as
+/// Debian's sites-enabled/ include puts it.
+#[test]
+fn nginx_site_passes_nginx_t() {
+    let nginx = require_tool("nginx", "nginx");
+    let dir = TempDir::new("nginx-t");
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx-likeboard.conf");
+    let conf = nginx_conf(&dir.0, &site, false);
+    let out = Command::new(nginx)
+        .arg("-t")
+        .arg("-p")
+        .arg(&dir.0)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.0.join("error.log"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nginx -t failed:\n{stderr}");
+    assert!(!stderr.contains("[warn]"), "nginx -t warned:\n{stderr}");
+}
+
+/// nginx in the foreground, killed on drop.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The shipped site, on a loopback port in front of two instances on one
+/// Redis: a browser-style like (Origin = Host) gets through, the stream
+/// arrives unbuffered with events taken by either instance, and /metrics is
+/// not served to the public.
+#[test]
+fn nginx_site_carries_likes_and_streams() {
+    let nginx = require_tool("nginx", "nginx");
+    let redis = RedisServer::start();
+    let args = ["--redis-url".to_string(), redis.url()];
+    let a = Likeboard::start(&args);
+    let b = Likeboard::start(&args);
+
+    let port = free_port();
+    let site = deploy_file("nginx-likeboard.conf");
+    let site = replace_once(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let site = replace_once(&site, "listen [::]:80;", "");
+    let site = replace_once(
+        &site,
+        "server 127.0.0.1:8081 ",
+        &format!("server {} ", a.addr),
+    );
+    let site = replace_once(
+        &site,
+        "server 127.0.0.1:8082 ",
+        &format!("server {} ", b.addr),
+    );
+    let dir = TempDir::new("nginx-run");
+    let site_path = dir.0.join("site.conf");
+    std::fs::write(&site_path, site).unwrap();
+    let conf = nginx_conf(&dir.0, &site_path, true);
+    let _nginx = Nginx(
+        Command::new(nginx)
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.0.join("error.log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let front = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(front).is_err() {
+        let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "nginx never listened:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut sse = SseClient::connect(front, "/events", &[]).unwrap();
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
+    let id = a.add_comment("through nginx");
+    assert_eq!(
+        sse.next_event(WAIT).expect("the comment event").event(),
+        Some("comment")
+    );
+
+    // The browser's Origin matches the Host nginx passes on, port included.
+    let origin = format!("http://{front}");
+    let cookie = format!("lb_visitor={}", visitor(1));
+    let r = http(
+        front,
+        "POST",
+        &format!("/api/comments/{id}/like"),
+        &[
+            ("Origin", &origin),
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Cookie", &cookie),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        sse.next_event(WAIT).expect("the like event").data_json()["score"],
+        1
+    );
+    // A like taken directly by the other instance reaches the same stream.
+    b.like("POST", id, &visitor(2));
+    assert_eq!(
+        sse.next_event(WAIT).expect("the second like").data_json()["score"],
+        2
+    );
+
+    assert_eq!(http(front, "GET", "/metrics", &[], b"").status, 404);
+    assert_eq!(http(front, "GET", "/healthz", &[], b"").status, 200);
+}
