@@ -16,7 +16,7 @@
 //! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
 //! - [`sse`]: events to exact bytes, and the per-client writer loop.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.
-//! - [`release`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
+//! - [`release`], [`guard`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
 //!
 //! # How a like travels
 //!
@@ -43,6 +43,7 @@
 
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod hub;
 pub mod input;
 pub mod limits;
