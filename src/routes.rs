@@ -307,6 +307,8 @@ fn healthz(app: &App) -> Reply {
         "max_subscribers": app.hub.cap(),
         "last_event_id": app.pump.last_delivered.load(Ordering::Relaxed).to_string(),
         "uptime_s": app.started.elapsed().as_secs(),
+        // "starting" until the pump has reached the store once (see pump.rs).
+        "pump": if app.pump.running.load(Ordering::Relaxed) { "running" } else { "starting" },
     });
     // Named after the store ("redis": "ok"), so a failing part is named; the
     // error itself goes to the log, not to whoever polls this.
