@@ -22,6 +22,9 @@ pub const DEFAULT_HEARTBEAT_SECS: u64 = 15;
 /// Writes per minute a single visitor or IP may make; generous enough that a
 /// classroom never meets it, small enough to stop a script flooding the board.
 pub const DEFAULT_WRITE_RATE: u32 = 120;
+/// Seconds a client has to deliver a complete request (head and body) after it
+/// connects or after its previous request; also the keep-alive idle timeout.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
 /// Threads answering ordinary (non-SSE) requests. Each holds at most one request,
 /// so this is also the cap on concurrent non-SSE requests; the rest wait in line.
 pub const DEFAULT_WORKERS: usize = 16;
@@ -50,6 +53,9 @@ FLAGS (environment variable in brackets; a flag wins over its variable):
                            [LIKEBOARD_WRITE_RATE] (default 120)
     --workers N            threads for ordinary requests (the cap on concurrent ones)
                            [LIKEBOARD_WORKERS] (default 16)
+    --request-timeout-secs S  seconds to deliver a whole request, and to idle
+                           between requests, before the connection is closed
+                           [LIKEBOARD_REQUEST_TIMEOUT_SECS] (default 10)
     --assets-dir DIR       serve templates/ and static/ from DIR instead of the
                            copies built into the binary (for editing the page)
                            [LIKEBOARD_ASSETS_DIR] (default: unset, embedded)
@@ -80,6 +86,8 @@ pub struct Config {
     pub write_rate: u32,
     /// Threads for ordinary requests.
     pub workers: usize,
+    /// Time to deliver a request, and keep-alive idle time (see `guard.rs`).
+    pub request_timeout: Duration,
     /// Serve the original demo's routes too.
     pub seed_routes: bool,
     /// Serve templates and static files from this directory instead of the binary.
@@ -99,6 +107,7 @@ impl Default for Config {
             max_subscribers: None,
             write_rate: DEFAULT_WRITE_RATE,
             workers: DEFAULT_WORKERS,
+            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             seed_routes: false,
             assets_dir: None,
         }
@@ -158,6 +167,10 @@ impl Config {
         if let Some(v) = env("LIKEBOARD_WORKERS") {
             config.workers = parse_positive("LIKEBOARD_WORKERS", &v)?;
         }
+        if let Some(v) = env("LIKEBOARD_REQUEST_TIMEOUT_SECS") {
+            config.request_timeout =
+                Duration::from_secs(parse_positive("LIKEBOARD_REQUEST_TIMEOUT_SECS", &v)?);
+        }
         if let Some(v) = env("LIKEBOARD_SEED_ROUTES") {
             config.seed_routes = parse_bool("LIKEBOARD_SEED_ROUTES", &v)?;
         }
@@ -195,6 +208,9 @@ impl Config {
                 }
                 "--write-rate" => config.write_rate = parse(&flag, &value()?)?,
                 "--workers" => config.workers = parse_positive(&flag, &value()?)?,
+                "--request-timeout-secs" => {
+                    config.request_timeout = Duration::from_secs(parse_positive(&flag, &value()?)?)
+                }
                 "--seed-routes" => match inline {
                     Some(v) => config.seed_routes = parse_bool(&flag, &v)?,
                     None => config.seed_routes = true,

@@ -18,12 +18,18 @@ pub enum Error {
     NotFound(String),
     /// 405: the route exists but not for this method; `allow` lists the methods.
     MethodNotAllowed { allow: &'static str },
+    /// 408: the request did not arrive in time (sent by the connection guard).
+    RequestTimeout,
     /// 413: the body is larger than the limit.
     PayloadTooLarge { limit: usize },
+    /// 414: the request target is longer than the limit.
+    UriTooLong { limit: usize },
     /// 415: the body is neither JSON nor a form.
     UnsupportedMediaType,
     /// 429: the write rate limit; retry after this many seconds.
     TooManyRequests { retry_after: u64 },
+    /// 431: too many header fields, or too many bytes of them.
+    HeaderTooLarge,
     /// 503: the store cannot be reached; the client may retry.
     Unavailable(String),
     /// 500: a bug or unexpected data; the detail is logged, not shown.
@@ -37,9 +43,12 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
+            Error::RequestTimeout => 408,
             Error::PayloadTooLarge { .. } => 413,
+            Error::UriTooLong { .. } => 414,
             Error::UnsupportedMediaType => 415,
             Error::TooManyRequests { .. } => 429,
+            Error::HeaderTooLarge => 431,
             Error::Unavailable(_) => 503,
             Error::Internal(_) => 500,
         }
@@ -50,7 +59,10 @@ impl Error {
         match self {
             Error::BadRequest(m) | Error::Forbidden(m) | Error::NotFound(m) => m.clone(),
             Error::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
+            Error::RequestTimeout => "request timeout".to_string(),
             Error::PayloadTooLarge { limit } => format!("body larger than {limit} bytes"),
+            Error::UriTooLong { limit } => format!("URL longer than {limit} bytes"),
+            Error::HeaderTooLarge => "request header fields too large".to_string(),
             Error::UnsupportedMediaType => {
                 "send application/json or application/x-www-form-urlencoded".to_string()
             }

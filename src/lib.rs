@@ -17,7 +17,7 @@
 //! - [`sse`]: events to exact bytes, and the per-client writer loop.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.
 //! - [`metrics`]: the `/metrics` exposition, and the store wrapper that counts.
-//! - [`release`], [`watchdog`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
+//! - [`release`], [`guard`], [`watchdog`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
 //!
 //! # How a like travels
 //!
@@ -44,6 +44,7 @@
 
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod hub;
 pub mod input;
 pub mod limits;

@@ -33,6 +33,8 @@ pub struct PumpStats {
     pub events: AtomicU64,
     /// Failed reads since start.
     pub errors: AtomicU64,
+    /// Set once the pump knows where to start and is delivering events.
+    pub running: AtomicBool,
 }
 
 /// Starts the pump thread, delivering every event after `start` (the newest id
@@ -64,6 +66,9 @@ fn run(
     let mut backoff = BACKOFF_MIN;
     // Where to start: the newest event at startup. Retried until the store answers,
     // so a server started while Redis is down begins pumping when it returns.
+    // Retried often and without growing backoff: an event written between Redis
+    // returning and this read succeeding would not reach clients already
+    // connected (they get it when they reconnect and replay).
     let mut after = loop {
         if let Some(start) = start {
             break start;
@@ -73,10 +78,13 @@ fn run(
         }
         match store.last_event_id() {
             Ok(id) => break id,
-            Err(e) => backoff = wait_after_error(&e, backoff, stats),
+            Err(e) => {
+                wait_after_error(&e, BACKOFF_MIN, stats);
+            }
         }
     };
     stats.last_delivered.store(after, Ordering::Relaxed);
+    stats.running.store(true, Ordering::Relaxed);
     let mut reader = store.event_reader();
     let mut failing = false;
     // Whether to compare our position with the store's newest id before the

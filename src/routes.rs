@@ -25,6 +25,10 @@ use crate::store::{LikeOp, NewComment, Store};
 
 /// Largest request body accepted (413 above it).
 pub const BODY_LIMIT: usize = 16 * 1024;
+/// Longest request target accepted (414 above it).
+pub const URL_LIMIT: usize = 8 * 1024;
+/// Most header fields accepted (431 above it); browsers send about twenty.
+pub const HEADER_COUNT_LIMIT: usize = 100;
 /// Default and maximum page size of `GET /api/comments`.
 const LIMIT_DEFAULT: usize = 100;
 const LIMIT_MAX: usize = 500;
@@ -102,6 +106,7 @@ impl Reply {
 
 /// Routes one request. `req` is mutable only to read its body.
 pub fn route(app: &App, req: &mut Request, visitor: &Visitor) -> Result<Outcome, Error> {
+    check_head(req)?;
     let target = Target::parse(req.url())?;
     // HEAD is GET without a body; tiny_http leaves the body out for us.
     let method = match req.method() {
@@ -331,6 +336,8 @@ fn healthz(app: &App) -> Reply {
         "max_subscribers": app.hub.cap(),
         "last_event_id": app.pump.last_delivered.load(Ordering::Relaxed).to_string(),
         "uptime_s": app.started.elapsed().as_secs(),
+        // "starting" until the pump has reached the store once (see pump.rs).
+        "pump": if app.pump.running.load(Ordering::Relaxed) { "running" } else { "starting" },
     });
     // Named after the store ("redis": "ok"), so a failing part is named; the
     // error itself goes to the log, not to whoever polls this.
@@ -351,6 +358,23 @@ fn metrics(app: &App) -> Result<Reply, Error> {
         body: text.into_bytes(),
         headers: vec![("Cache-Control", "no-store".to_string())],
     })
+}
+
+/// Refuses request heads larger than we are willing to look at. tiny_http has
+/// already read the head; the connection guard bounds how much it may read.
+fn check_head(req: &Request) -> Result<(), Error> {
+    if req.url().len() > URL_LIMIT {
+        return Err(Error::UriTooLong { limit: URL_LIMIT });
+    }
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|h| h.field.as_str().as_str().len() + h.value.as_str().len() + 4)
+        .sum();
+    if headers.len() > HEADER_COUNT_LIMIT || bytes > crate::guard::MAX_HEAD_BYTES {
+        return Err(Error::HeaderTooLarge);
+    }
+    Ok(())
 }
 
 fn check_rate(app: &App, visitor: &Visitor) -> Result<(), Error> {

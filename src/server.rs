@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 use tiny_http::{HTTPVersion, Header, Request, Response};
 
+use crate::guard::{self, Guard};
 use crate::hub::SubscribeError;
 use crate::release::Releaser;
 use crate::routes::{self, App, Outcome, Reply, Visitor};
@@ -46,6 +47,8 @@ pub struct Server {
     releaser: Releaser,
     /// A duplicate of the listening socket, for the accept watchdog.
     probe: Option<TcpListener>,
+    /// Deadlines and byte budgets for requests (tiny_http has none).
+    guard: Guard,
     /// Live SSE writer threads and in-flight ordinary requests, for shutdown.
     streams: Arc<AtomicUsize>,
     in_flight: Arc<AtomicUsize>,
@@ -73,14 +76,27 @@ impl Server {
         let probe = listener.try_clone().ok();
         let http = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| io::Error::other(format!("starting tiny_http: {e}")))?;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let limits = guard::Limits {
+            timeout: app.config.request_timeout,
+            // A full head, a full body, and room for the 431 to be ours.
+            max_bytes: (4 * guard::MAX_HEAD_BYTES + routes::BODY_LIMIT) as u64,
+        };
+        let guard = Guard::start(
+            addr.port(),
+            limits,
+            Arc::clone(&in_flight),
+            app.config.workers,
+        );
         Ok(Server {
             http: Arc::new(http),
             addr,
             app,
             releaser: Releaser::start(addr.port()),
             probe,
+            guard,
             streams: Arc::new(AtomicUsize::new(0)),
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            in_flight,
             stopping: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -105,6 +121,7 @@ impl Server {
                 http: Arc::clone(&self.http),
                 app: Arc::clone(&self.app),
                 releaser: self.releaser.clone(),
+                guard: self.guard.clone(),
                 streams: Arc::clone(&self.streams),
                 in_flight: Arc::clone(&self.in_flight),
                 stopping: Arc::clone(&self.stopping),
@@ -147,6 +164,7 @@ struct Worker {
     http: Arc<tiny_http::Server>,
     app: Arc<App>,
     releaser: Releaser,
+    guard: Guard,
     streams: Arc<AtomicUsize>,
     in_flight: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
@@ -163,8 +181,11 @@ impl Worker {
                 // (e.g. out of file descriptors) and tells one receiver.
                 Err(e) => return Err(format!("the accept loop ended: {e}")),
             };
+            let peer = request.remote_addr().copied();
             self.in_flight.fetch_add(1, Ordering::SeqCst);
+            self.guard.busy(peer);
             self.handle(request);
+            self.guard.done(peer);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -245,6 +266,8 @@ impl Worker {
             Framing::Chunked
         };
         let peer = request.remote_addr().copied();
+        // Long-lived by design: the guard's deadlines are not for streams.
+        self.guard.stream(peer);
         let subscription = self.app.hub.subscribe();
         let mut wire = Wire::new(request.into_writer(), framing);
         let sub = match subscription {

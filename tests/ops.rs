@@ -122,6 +122,7 @@ fn healthz_503_when_redis_is_down() {
         [
             "last_event_id",
             "max_subscribers",
+            "pump",
             "redis",
             "status",
             "subscribers",

@@ -180,7 +180,11 @@ both_backends!(
     |backend: &Backend| {
         let server = backend.start(&["--heartbeat-secs", "30"]);
         let id = server.add_comment("popular");
-        let mut clients: Vec<_> = (0..20).map(|_| SseClient::connect(server.addr, "/events", &[]).unwrap()).collect();
+        // Resume right after the comment's event, so every client starts from the
+        // same point however late the pump hands that event out.
+        let clients_path = format!("/events?since={}", server.get("/api/comments").json()["last_event_id"].as_str().unwrap());
+        let mut clients: Vec<_> =
+            (0..20).map(|_| SseClient::connect(server.addr, &clients_path, &[]).unwrap()).collect();
         server.wait_subscribers(20, WAIT);
         let addr = server.addr;
         let threads: Vec<_> = (0..32u64)

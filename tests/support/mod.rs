@@ -85,44 +85,7 @@ impl RedisServer {
 
     /// (Re)starts the server on the same port; waits until it answers PING.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "redis-server is already running");
-        let binary = std::env::var("LIKEBOARD_TEST_REDIS_SERVER")
-            .unwrap_or_else(|_| "redis-server".to_string());
-        let log = self.dir.0.join("redis.log");
-        let child = Command::new(&binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(&self.dir.0)
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {binary:?} ({e}); `make test` installs redis-server")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.ping() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        panic!(
-            "redis-server on port {} never answered PING; its log:\n{log}",
-            self.port
-        );
+        self.restart_with(&[]);
     }
 
     /// Kills the server (SIGKILL) and reaps it; data is lost (no persistence).
@@ -798,4 +761,65 @@ pub fn require_tool(program: &str, package: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!("{program} is not installed; `make test` installs it (Debian package {package})")
         })
+}
+
+impl RedisServer {
+    /// A redis-server with extra config arguments after the fixture's own (later
+    /// ones win), e.g. `["--appendonly", "yes", "--appendfsync", "always"]` to keep
+    /// every acknowledged write across `kill` and `restart_with`.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir: TempDir::new("redis"),
+        };
+        server.restart_with(extra);
+        server
+    }
+
+    /// Like `restart`, with extra config arguments (pass the same ones again).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let binary = std::env::var("LIKEBOARD_TEST_REDIS_SERVER")
+            .unwrap_or_else(|_| "redis-server".to_string());
+        let log = self.dir.0.join("redis.log");
+        let child = Command::new(&binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
+            .arg("--dir")
+            .arg(&self.dir.0)
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary:?} ({e})"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!(
+            "redis-server on port {} never answered PING; its log:\n{log}",
+            self.port
+        );
+    }
+}
+
+/// The status of a raw response (`None` if the server closed without one) and
+/// its body (after the blank line; our error replies carry a Content-Length).
+pub fn raw_status(bytes: &[u8]) -> (Option<u16>, Vec<u8>) {
+    let status = bytes
+        .strip_prefix(b"HTTP/1.".as_slice())
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse().ok());
+    let body = find(bytes, b"\r\n\r\n").map_or(Vec::new(), |i| bytes[i + 4..].to_vec());
+    (status, body)
 }

@@ -1,0 +1,524 @@
+//! The connection guard: a deadline and a byte budget for every request a
+//! client sends, which tiny_http does not have (slowloris, endless headers).
+//!
+//! The trap (tiny_http 0.12): each connection's request heads are read on a
+//! thread of tiny_http's pool, with no timeout and no size limit. A client that
+//! sends half a request and waits holds that thread and its descriptor forever;
+//! one that drips a byte every few seconds too; one that sends an endless header
+//! line makes that thread buffer all of it. A read timeout on the socket would
+//! fix the first case only, and it cannot be set before tiny_http sees the
+//! socket (on a listener, `SO_RCVTIMEO` also makes `accept` time out, which ends
+//! tiny_http's accept thread for good).
+//!
+//! The fix, without touching tiny_http: this thread looks at the process's
+//! connections a few times a second (found like `release.rs` does, through
+//! `/proc/self/fd`, each checked through a `dup` so a reused descriptor is never
+//! touched by mistake). The workers tell it when a request arrives and when its
+//! reply is done. A connection gets [`Limits::timeout`] from its opening, or from
+//! its last request, to deliver the next request and its body, and at most
+//! [`Limits::max_bytes`] received meanwhile (`TCP_INFO`). Past either, the guard
+//! shuts the socket's read half: tiny_http's blocked read sees end-of-file, drops
+//! the connection, and its thread is free. A connection that never delivered a
+//! request is first sent a JSON `408` or `431` (the worker pool has a free thread,
+//! so no request of its can be waiting in line). Event streams are exempt: they
+//! are long-lived by design and nobody reads from them.
+//!
+//! Only the HTTP layer (`server.rs`) calls this module; it knows no HTTP types.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+
+use crate::error::Error;
+
+/// How often the guard looks at the connections. A limit is enforced at most
+/// this much late, and an endless header is cut after at most this long.
+const TICK: Duration = Duration::from_millis(250);
+/// Largest request head the handlers accept (431 above it). tiny_http reads a
+/// head completely before we see it, so the guard's byte budget is larger.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// What the guard enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time to deliver a complete request (head and body) after the connection
+    /// opens or the previous request arrived; also the keep-alive idle timeout.
+    pub timeout: Duration,
+    /// Bytes a connection may send towards one request before it is cut off.
+    pub max_bytes: u64,
+}
+
+/// Tells the guard thread what the workers are doing; cheap to clone.
+#[derive(Clone)]
+pub struct Guard {
+    tx: Option<Sender<Note>>,
+}
+
+enum Note {
+    /// A worker took a request from this peer.
+    Busy(SocketAddr),
+    /// The reply to this peer's request is written.
+    Done(SocketAddr),
+    /// This peer's connection now carries an event stream.
+    Stream(SocketAddr),
+}
+
+impl Guard {
+    /// Starts the guard thread for connections accepted on `local_port`.
+    /// `in_flight` and `workers` tell it whether a request may be waiting in line.
+    pub fn start(
+        local_port: u16,
+        limits: Limits,
+        in_flight: Arc<AtomicUsize>,
+        workers: usize,
+    ) -> Guard {
+        if !cfg!(target_os = "linux") {
+            // Elsewhere nothing bounds a slow request: correct for polite clients.
+            return Guard { tx: None };
+        }
+        let (tx, rx) = unbounded();
+        let state = State {
+            port: local_port,
+            limits,
+            in_flight,
+            workers,
+            conns: HashMap::new(),
+            others: HashSet::new(),
+            activity: HashMap::new(),
+        };
+        let spawned = thread::Builder::new()
+            .name("guard".into())
+            .spawn(move || run(rx, state));
+        match spawned {
+            Ok(_) => Guard { tx: Some(tx) },
+            Err(e) => {
+                log::warn!("could not start the connection guard: {e}");
+                Guard { tx: None }
+            }
+        }
+    }
+
+    pub fn busy(&self, peer: Option<SocketAddr>) {
+        self.note(peer, Note::Busy);
+    }
+
+    pub fn done(&self, peer: Option<SocketAddr>) {
+        self.note(peer, Note::Done);
+    }
+
+    pub fn stream(&self, peer: Option<SocketAddr>) {
+        self.note(peer, Note::Stream);
+    }
+
+    fn note(&self, peer: Option<SocketAddr>, make: fn(SocketAddr) -> Note) {
+        if let (Some(tx), Some(peer)) = (&self.tx, peer) {
+            let _ = tx.send(make(peer));
+        }
+    }
+}
+
+/// What the workers said about one peer.
+struct Activity {
+    /// Requests from it being handled right now.
+    busy: u32,
+    /// When the last request arrived or its reply was done.
+    last: Instant,
+    /// A reply was done since the last look: restart the byte count.
+    rebase: bool,
+    /// The connection carries an event stream: leave it alone.
+    stream: bool,
+}
+
+/// One client connection, keyed by its socket's inode (unique while it lives).
+struct Conn {
+    fd: i32,
+    peer: SocketAddr,
+    /// When the guard first saw it (at most one tick after it was accepted).
+    since: Instant,
+    /// Bytes received when the current request began.
+    baseline: u64,
+    /// Already shut (or exempt): nothing more to do but forget it when it closes.
+    done: bool,
+}
+
+struct State {
+    port: u16,
+    limits: Limits,
+    in_flight: Arc<AtomicUsize>,
+    workers: usize,
+    conns: HashMap<u64, Conn>,
+    /// Sockets that are not client connections (the listener, Redis, ...).
+    others: HashSet<u64>,
+    activity: HashMap<SocketAddr, Activity>,
+}
+
+fn run(rx: Receiver<Note>, mut state: State) {
+    let mut next_tick = Instant::now() + TICK;
+    loop {
+        match rx.recv_deadline(next_tick) {
+            Ok(note) => state.note(note, Instant::now()),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if Instant::now() >= next_tick {
+            // Everything the workers said before this look counts in it.
+            for note in rx.try_iter() {
+                state.note(note, Instant::now());
+            }
+            if let Err(e) = state.scan(Instant::now()) {
+                log::warn!("guard: cannot list descriptors: {e}");
+            }
+            next_tick = Instant::now() + TICK;
+        }
+    }
+}
+
+impl State {
+    fn note(&mut self, note: Note, now: Instant) {
+        let peer = match note {
+            Note::Busy(p) | Note::Done(p) | Note::Stream(p) => p,
+        };
+        let a = self.activity.entry(peer).or_insert(Activity {
+            busy: 0,
+            last: now,
+            rebase: false,
+            stream: false,
+        });
+        a.last = now;
+        match note {
+            Note::Busy(_) => a.busy += 1,
+            Note::Done(_) => {
+                a.busy = a.busy.saturating_sub(1);
+                a.rebase = true;
+            }
+            Note::Stream(_) => a.stream = true,
+        }
+    }
+
+    fn scan(&mut self, now: Instant) -> std::io::Result<()> {
+        let mut live = HashSet::with_capacity(self.conns.len() + self.others.len());
+        for entry in std::fs::read_dir("/proc/self/fd")? {
+            let Some(fd) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Some(inode) = sys::socket_inode(fd) else {
+                continue;
+            };
+            live.insert(inode);
+            if self.others.contains(&inode) {
+                continue;
+            }
+            if let Some(conn) = self.conns.get_mut(&inode) {
+                conn.fd = fd;
+                continue;
+            }
+            match sys::client_peer(fd, inode, self.port) {
+                Some(peer) => {
+                    self.conns.insert(
+                        inode,
+                        Conn {
+                            fd,
+                            peer,
+                            since: now,
+                            baseline: 0,
+                            done: false,
+                        },
+                    );
+                }
+                None => {
+                    self.others.insert(inode);
+                }
+            }
+        }
+        self.conns.retain(|inode, _| live.contains(inode));
+        self.others.retain(|inode| live.contains(inode));
+        let peers: HashSet<SocketAddr> = self.conns.values().map(|c| c.peer).collect();
+        // Forget what was said about connections that are gone (kept briefly, as
+        // a note can arrive before the guard first sees its connection).
+        self.activity.retain(|peer, a| {
+            peers.contains(peer) || a.busy > 0 || now.duration_since(a.last) < 4 * TICK
+        });
+
+        let line_is_free = self.in_flight.load(Ordering::SeqCst) < self.workers;
+        for (&inode, conn) in self.conns.iter_mut().filter(|(_, c)| !c.done) {
+            let activity = self.activity.get_mut(&conn.peer);
+            if activity.as_ref().is_some_and(|a| a.stream) {
+                conn.done = true;
+                continue;
+            }
+            let Some(socket) = sys::Pinned::new(conn.fd, inode) else {
+                continue; // closed since the listing; the next scan forgets it
+            };
+            let received = socket.bytes_received();
+            let mut since = conn.since;
+            let mut served = false;
+            if let Some(a) = activity {
+                since = since.max(a.last);
+                served = true;
+                if std::mem::take(&mut a.rebase) {
+                    conn.baseline = received;
+                }
+            }
+            let too_slow = now.duration_since(since) > self.limits.timeout;
+            let too_big = received.saturating_sub(conn.baseline) > self.limits.max_bytes;
+            if !too_slow && !too_big {
+                continue;
+            }
+            if served {
+                // An idle keep-alive connection, or a request whose body is too
+                // slow: end the reading; a reply being written still goes out.
+                log::debug!(
+                    "guard: closing the read side of {} ({})",
+                    conn.peer,
+                    if too_big { "too many bytes" } else { "idle" }
+                );
+                socket.shut_read();
+                conn.done = true;
+            } else if line_is_free {
+                let error = if too_big {
+                    Error::HeaderTooLarge
+                } else {
+                    Error::RequestTimeout
+                };
+                log::info!("guard: {} from {}: closing", error, conn.peer);
+                socket.refuse(&error);
+                conn.done = true;
+            }
+            // Otherwise every worker is busy and this request may be waiting in
+            // line: look again next tick.
+        }
+        Ok(())
+    }
+}
+
+/// The raw reply the guard sends on a connection that never made a request.
+fn raw_reply(error: &Error) -> Vec<u8> {
+    let body = error.body();
+    let reason = match error.status() {
+        408 => "Request Timeout",
+        _ => "Request Header Fields Too Large",
+    };
+    format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        error.status(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::mem::{offset_of, size_of, MaybeUninit};
+    use std::net::{Shutdown, SocketAddr};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use socket2::SockRef;
+
+    use crate::error::Error;
+
+    /// The inode of `fd` if it is a socket.
+    pub fn socket_inode(fd: i32) -> Option<u64> {
+        let mut st = MaybeUninit::<libc::stat>::zeroed();
+        // SAFETY: fstat on any integer is safe; it fails with EBADF if closed.
+        if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: fstat succeeded and filled it in.
+        let st = unsafe { st.assume_init() };
+        (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(st.st_ino)
+    }
+
+    /// The peer of `fd` if it is a connection accepted on `port`.
+    pub fn client_peer(fd: i32, inode: u64, port: u16) -> Option<SocketAddr> {
+        let socket = Pinned::new(fd, inode)?;
+        let sock = SockRef::from(&socket.0);
+        let local = sock.local_addr().ok()?.as_socket()?;
+        let peer = sock.peer_addr().ok()?.as_socket()?;
+        (local.port() == port).then_some(peer)
+    }
+
+    /// Our own duplicate of a descriptor, confirmed to be the same socket: it
+    /// pins the socket while we act, and closing it leaves the original alone.
+    pub struct Pinned(OwnedFd);
+
+    impl Pinned {
+        pub fn new(fd: i32, inode: u64) -> Option<Pinned> {
+            // SAFETY: dup on any integer is safe; it fails with EBADF if closed.
+            let dup = unsafe { libc::dup(fd) };
+            if dup < 0 {
+                return None;
+            }
+            // SAFETY: `dup` is a fresh descriptor that we own.
+            let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+            (socket_inode(owned.as_raw_fd()) == Some(inode)).then_some(Pinned(owned))
+        }
+
+        /// Bytes received on the connection so far (0 if the kernel cannot say).
+        pub fn bytes_received(&self) -> u64 {
+            let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
+            let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `info`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    self.0.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    info.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            };
+            let needed = offset_of!(libc::tcp_info, tcpi_bytes_received) + size_of::<u64>();
+            if rc != 0 || (len as usize) < needed {
+                return 0; // kernels before 4.1: only the deadline applies
+            }
+            // SAFETY: zero-initialised, and the kernel filled the field we read.
+            unsafe { info.assume_init() }.tcpi_bytes_received
+        }
+
+        pub fn shut_read(&self) {
+            let _ = SockRef::from(&self.0).shutdown(Shutdown::Read);
+        }
+
+        /// Sends the error reply without blocking, then closes both directions.
+        pub fn refuse(&self, error: &Error) {
+            let reply = super::raw_reply(error);
+            // SAFETY: send from a live buffer on a descriptor we own.
+            unsafe {
+                libc::send(
+                    self.0.as_raw_fd(),
+                    reply.as_ptr().cast(),
+                    reply.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            let _ = SockRef::from(&self.0).shutdown(Shutdown::Both);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use std::net::SocketAddr;
+
+    use crate::error::Error;
+
+    pub fn socket_inode(_: i32) -> Option<u64> {
+        None
+    }
+    pub fn client_peer(_: i32, _: u64, _: u16) -> Option<SocketAddr> {
+        None
+    }
+    pub struct Pinned;
+    impl Pinned {
+        pub fn new(_: i32, _: u64) -> Option<Pinned> {
+            None
+        }
+        pub fn bytes_received(&self) -> u64 {
+            0
+        }
+        pub fn shut_read(&self) {}
+        pub fn refuse(&self, _: &Error) {}
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    fn state(port: u16, timeout: Duration, max_bytes: u64) -> State {
+        State {
+            port,
+            limits: Limits { timeout, max_bytes },
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            workers: 1,
+            conns: HashMap::new(),
+            others: HashSet::new(),
+            activity: HashMap::new(),
+        }
+    }
+
+    /// A connection that sends half a request gets a JSON 408 once its time is
+    /// up, and a blocked reader of it wakes with end-of-file.
+    #[test]
+    fn half_a_request_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server_side, _) = listener.accept().unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let reader = thread::spawn(move || {
+            let mut buf = Vec::new();
+            server_side.read_to_end(&mut buf).map(|_| buf.len())
+        });
+        let mut state = state(port, Duration::from_millis(100), 1 << 20);
+        let start = Instant::now();
+        state.scan(start).unwrap();
+        assert_eq!(state.conns.len(), 1, "the connection is found");
+        state.scan(start + Duration::from_millis(50)).unwrap();
+        assert!(
+            !state.conns.values().next().unwrap().done,
+            "not before the deadline"
+        );
+        state.scan(start + Duration::from_millis(200)).unwrap();
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+        assert!(reply.ends_with(r#"{"error":"request timeout"}"#), "{reply}");
+        assert!(reader.join().unwrap().is_ok(), "the reader saw end-of-file");
+    }
+
+    /// A connection that sends more than the byte budget is cut off with 431,
+    /// while a quiet one next to it is left alone.
+    #[test]
+    fn too_many_bytes_are_cut_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut noisy = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _quiet = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_a, _) = listener.accept().unwrap();
+        let (_b, _) = listener.accept().unwrap();
+        noisy.write_all(&[b'a'; 5000]).unwrap();
+        thread::sleep(Duration::from_millis(50));
+        let mut state = state(port, Duration::from_secs(60), 1000);
+        let now = Instant::now();
+        state.scan(now).unwrap();
+        state.scan(now).unwrap();
+        let done: Vec<bool> = state.conns.values().map(|c| c.done).collect();
+        assert_eq!(done.iter().filter(|d| **d).count(), 1, "{done:?}");
+        let mut reply = String::new();
+        let _ = noisy.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
+    }
+
+    /// Event streams are never cut, however long they last.
+    #[test]
+    fn streams_are_exempt() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server_side, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let mut state = state(port, Duration::from_millis(10), 1 << 20);
+        let now = Instant::now();
+        state.note(Note::Busy(peer), now);
+        state.note(Note::Stream(peer), now);
+        state.note(Note::Done(peer), now);
+        state.scan(now + Duration::from_secs(5)).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        let err = (&client).read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "still open");
+    }
+}
