@@ -23,6 +23,16 @@
 //! so no request of its can be waiting in line). Event streams are exempt: they
 //! are long-lived by design and nobody reads from them.
 //!
+//! The guard also rescues connections that tiny_http's pool forgot. The pool
+//! loses wake-ups when connections arrive in a burst (two tasks queued, one idle
+//! thread told): a queued connection then waits until some pool thread finishes
+//! a task, and threads on keep-alive connections finish only when browsers
+//! close them, minutes later. Such a connection is easy to see from here: its
+//! request sits unread in the kernel (`FIONREAD`) although nobody is serving
+//! it. For each one the guard "nudges" the pool: it opens a connection to the
+//! server and closes it at once; the thread that handles that empty connection
+//! is free a moment later and takes the forgotten one from the queue.
+//!
 //! Only the HTTP layer (`server.rs`) calls this module; it knows no HTTP types.
 
 use std::collections::{HashMap, HashSet};
@@ -72,7 +82,7 @@ impl Guard {
     /// Starts the guard thread for connections accepted on `local_port`.
     /// `in_flight` and `workers` tell it whether a request may be waiting in line.
     pub fn start(
-        local_port: u16,
+        local_addr: SocketAddr,
         limits: Limits,
         in_flight: Arc<AtomicUsize>,
         workers: usize,
@@ -83,7 +93,8 @@ impl Guard {
         }
         let (tx, rx) = unbounded();
         let state = State {
-            port: local_port,
+            port: local_addr.port(),
+            nudge_to: nudge_address(local_addr),
             limits,
             in_flight,
             workers,
@@ -144,10 +155,14 @@ struct Conn {
     baseline: u64,
     /// Already shut (or exempt): nothing more to do but forget it when it closes.
     done: bool,
+    /// Its first request was unread at the previous look, with nobody serving it.
+    unread: bool,
 }
 
 struct State {
     port: u16,
+    /// Where to connect to nudge tiny_http's pool (our own listener).
+    nudge_to: SocketAddr,
     limits: Limits,
     in_flight: Arc<AtomicUsize>,
     workers: usize,
@@ -231,6 +246,7 @@ impl State {
                             since: now,
                             baseline: 0,
                             done: false,
+                            unread: false,
                         },
                     );
                 }
@@ -249,6 +265,7 @@ impl State {
         });
 
         let line_is_free = self.in_flight.load(Ordering::SeqCst) < self.workers;
+        let mut forgotten = 0;
         for (&inode, conn) in self.conns.iter_mut().filter(|(_, c)| !c.done) {
             let activity = self.activity.get_mut(&conn.peer);
             if activity.as_ref().is_some_and(|a| a.stream) {
@@ -258,6 +275,13 @@ impl State {
             let Some(socket) = sys::Pinned::new(conn.fd, inode) else {
                 continue; // closed since the listing; the next scan forgets it
             };
+            // A first request that stays unread for a whole tick: tiny_http's pool
+            // has queued this connection and forgotten it (see the module doc).
+            let unread = activity.is_none() && socket.bytes_unread() > 0;
+            if unread && conn.unread {
+                forgotten += 1;
+            }
+            conn.unread = unread;
             let received = socket.bytes_received();
             let mut since = conn.since;
             let mut served = false;
@@ -296,7 +320,35 @@ impl State {
             // Otherwise every worker is busy and this request may be waiting in
             // line: look again next tick.
         }
+        if forgotten > 0 {
+            log::debug!("guard: nudging tiny_http's pool for {forgotten} forgotten connection(s)");
+            for _ in 0..forgotten {
+                nudge(self.nudge_to);
+            }
+        }
         Ok(())
+    }
+}
+
+/// Where a nudge connects: the listener's own address, or loopback when it
+/// listens on every address.
+fn nudge_address(local: SocketAddr) -> SocketAddr {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match local {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+/// Opens a connection to the server and closes it at once. tiny_http gives it
+/// to a pool thread, which finds it empty, finishes, and takes the next
+/// connection waiting in the pool's queue. Harmless when nothing is waiting.
+fn nudge(to: SocketAddr) {
+    if let Err(e) = std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)) {
+        log::debug!("guard: nudge to {to} failed: {e}");
     }
 }
 
@@ -384,6 +436,18 @@ mod sys {
             unsafe { info.assume_init() }.tcpi_bytes_received
         }
 
+        /// Bytes that arrived and nobody has read yet.
+        pub fn bytes_unread(&self) -> u32 {
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int.
+            let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), libc::FIONREAD, &mut n) };
+            if rc == 0 {
+                n.max(0) as u32
+            } else {
+                0
+            }
+        }
+
         pub fn shut_read(&self) {
             let _ = SockRef::from(&self.0).shutdown(Shutdown::Read);
         }
@@ -425,6 +489,10 @@ mod sys {
         pub fn bytes_received(&self) -> u64 {
             0
         }
+        pub fn bytes_unread(&self) -> u32 {
+            0
+        }
+
         pub fn shut_read(&self) {}
         pub fn refuse(&self, _: &Error) {}
     }
@@ -440,6 +508,7 @@ mod tests {
     fn state(port: u16, timeout: Duration, max_bytes: u64) -> State {
         State {
             port,
+            nudge_to: SocketAddr::from(([127, 0, 0, 1], port)),
             limits: Limits { timeout, max_bytes },
             in_flight: Arc::new(AtomicUsize::new(0)),
             workers: 1,

@@ -82,12 +82,7 @@ impl Server {
             // A full head, a full body, and room for the 431 to be ours.
             max_bytes: (4 * guard::MAX_HEAD_BYTES + routes::BODY_LIMIT) as u64,
         };
-        let guard = Guard::start(
-            addr.port(),
-            limits,
-            Arc::clone(&in_flight),
-            app.config.workers,
-        );
+        let guard = Guard::start(addr, limits, Arc::clone(&in_flight), app.config.workers);
         Ok(Server {
             http: Arc::new(http),
             addr,

@@ -64,3 +64,48 @@ fn accept_loop_death_exits_non_zero() {
             .join("\n")
     );
 }
+
+/// Keep-alive connections opened in a burst are all served promptly. tiny_http's
+/// pool can queue one and forget it until another connection closes (browsers
+/// keep theirs open for minutes); the connection guard notices the unread
+/// request and nudges the pool.
+#[test]
+fn keep_alive_burst_all_served() {
+    support::raise_fd_limit();
+    let server = Likeboard::start(&[]);
+    let addr = server.addr;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(64));
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufReader, Write};
+                barrier.wait();
+                let stream = TcpStream::connect(addr).unwrap();
+                let started = std::time::Instant::now();
+                (&stream)
+                    .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+                    .unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(6)))
+                    .unwrap();
+                let mut reader = BufReader::new(&stream);
+                let answered = support::read_head(&mut reader).is_ok();
+                let waited = started.elapsed();
+                // Stay open, as a browser's keep-alive connection does, until all are done.
+                std::thread::sleep(Duration::from_secs(1));
+                (answered, waited)
+            })
+        })
+        .collect();
+    let results: Vec<(bool, Duration)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let slow: Vec<_> = results
+        .iter()
+        .filter(|(ok, waited)| !ok || *waited > Duration::from_secs(3))
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "{} of 64 not answered within 3 s: {slow:?}",
+        slow.len()
+    );
+}
