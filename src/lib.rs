@@ -15,6 +15,8 @@
 //!   publishes each batch to the hub.
 //! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
 //! - [`sse`]: events to exact bytes, and the per-client writer loop.
+//! - [`viewers`]: a thread that sends the live viewer count (id-less events).
+//! - [`classroom`]: the fault panel behind `--classroom`.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.
 //! - [`release`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
 //!
@@ -41,6 +43,7 @@
 //! - No request input can panic a shared thread; a handler panic is caught,
 //!   logged and answered with 500.
 
+pub mod classroom;
 pub mod config;
 pub mod error;
 pub mod hub;
@@ -54,6 +57,7 @@ pub mod routes;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod viewers;
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
@@ -106,10 +110,12 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         hub: Arc::clone(&hub),
         page,
         limiter: ratelimit::RateLimiter::new(config.write_rate),
+        classroom: config.classroom.then(classroom::Classroom::new),
         config,
         pump: Arc::clone(&pump_stats),
         started: Instant::now(),
     });
+    let _viewers = viewers::spawn(Arc::clone(&hub), Arc::clone(&stop));
     let _pump = pump::spawn(store, hub, pump_stats, Arc::clone(&stop));
 
     let server = server::Server::start(Arc::clone(&app))?;

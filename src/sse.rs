@@ -10,11 +10,11 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
 use serde_json::json;
 
+use crate::classroom::{Control, Poke};
 use crate::hub::Subscription;
 use crate::store::{Event, EventKind, History, Store, StoreError};
 
@@ -74,16 +74,30 @@ impl Encoded {
     }
 }
 
-/// Events the pump read in one go, in id order.
+/// Events the pump read in one go, in id order; or a viewer count.
 #[derive(Debug)]
 pub struct Batch {
     pub events: Vec<Encoded>,
+    /// How many event streams this process holds, from the viewers thread
+    /// ([`crate::viewers`]). Sent as `event: viewers` WITHOUT an id: it is
+    /// per-process presence, not part of the shared log, so it must never move
+    /// a browser's Last-Event-ID (an id-less event leaves it unchanged).
+    pub viewers: Option<usize>,
 }
 
 impl Batch {
     pub fn new(events: &[Event]) -> Self {
         Batch {
             events: events.iter().map(Encoded::new).collect(),
+            viewers: None,
+        }
+    }
+
+    /// A batch that only carries the current viewer count.
+    pub fn viewers(count: usize) -> Self {
+        Batch {
+            events: Vec::new(),
+            viewers: Some(count),
         }
     }
 }
@@ -195,6 +209,12 @@ pub fn retry_field(ms: u64) -> Vec<u8> {
     format!("retry: {ms}\n\n").into_bytes()
 }
 
+/// `event: viewers`: how many event streams this process is serving. No `id:`,
+/// so it is neither replayed nor counted in Last-Event-ID.
+pub fn viewers_event(count: usize) -> Vec<u8> {
+    format!("event: viewers\ndata: {{\"count\":{count}}}\n\n").into_bytes()
+}
+
 /// `event: reset`: the requested history is gone; refetch, then continue from `last`.
 pub fn reset_event(last_event_id: u64) -> Vec<u8> {
     format!(
@@ -210,6 +230,8 @@ pub enum End {
     ClientLeft,
     /// The hub closed our channel: we were too slow, or the server is stopping.
     Unsubscribed,
+    /// The classroom's fault panel asked us to drop this connection.
+    Dropped,
 }
 
 /// Options of one client's stream.
@@ -217,6 +239,11 @@ pub struct StreamOptions {
     pub dialect: Dialect,
     pub resume: Resume,
     pub heartbeat: Duration,
+    /// Pass on `event: viewers` (the page asks with `?viewers=1`; plain API
+    /// clients keep the documented stream of log events only).
+    pub viewers: bool,
+    /// The fault panel's hold on this stream (`--classroom` and `?client=`).
+    pub control: Option<Control>,
 }
 
 /// Runs one client's stream until it ends: replay, then live events and
@@ -234,19 +261,45 @@ pub fn run(
         Err(_) => return End::ClientLeft,
     };
     let mut buf = Vec::with_capacity(4096);
+    // Without the fault panel, `pokes` never fires and `out` writes straight through.
+    let never = crossbeam_channel::never();
+    let pokes = opts.control.as_ref().map_or(&never, |c| &c.pokes);
+    let mut out = Outlet {
+        wire,
+        control: opts.control.as_ref(),
+        held: Vec::new(),
+    };
+    // Heartbeats are due a heartbeat period after the last write, not after the
+    // last wake-up: a batch with nothing for this client (a viewer count it did
+    // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
+    let mut beat_due = Instant::now() + opts.heartbeat;
     loop {
-        let first = match sub.rx.recv_timeout(opts.heartbeat) {
-            Ok(batch) => batch,
-            Err(RecvTimeoutError::Timeout) => {
-                if wire.send(HEARTBEAT).is_err() {
+        let first = crossbeam_channel::select! {
+            recv(sub.rx) -> batch => match batch {
+                Ok(batch) => batch,
+                Err(_) => return End::Unsubscribed,
+            },
+            recv(pokes) -> poke => match poke {
+                Ok(Poke::Drop) | Err(_) => return End::Dropped,
+                Ok(Poke::Changed) => {
+                    if out.send(b"").is_err() {
+                        return End::ClientLeft;
+                    }
+                    continue;
+                }
+            },
+            default(beat_due.saturating_duration_since(Instant::now())) => {
+                let quiet = opts.control.as_ref().is_some_and(|c| c.quiet());
+                if !quiet && out.send(HEARTBEAT).is_err() {
                     return End::ClientLeft;
                 }
+                beat_due = Instant::now() + opts.heartbeat;
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return End::Unsubscribed,
         };
         // Coalesce: everything already queued goes out in the same write.
         buf.clear();
+        let mut viewers = None;
         for batch in std::iter::once(first).chain(sub.rx.try_iter()) {
             for event in &batch.events {
                 if last_sent.is_some_and(|last| event.id <= last) {
@@ -255,10 +308,48 @@ pub fn run(
                 buf.extend_from_slice(event.bytes(opts.dialect));
                 last_sent = Some(event.id);
             }
+            if opts.viewers && opts.dialect == Dialect::Standard {
+                // Only the newest count matters.
+                viewers = batch.viewers.or(viewers);
+            }
         }
-        if wire.send(&buf).is_err() {
+        if let Some(count) = viewers {
+            buf.extend_from_slice(&viewers_event(count));
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        if out.send(&buf).is_err() {
             return End::ClientLeft;
         }
+        beat_due = Instant::now() + opts.heartbeat;
+    }
+}
+
+/// The writer's way out: straight to the wire, or held back while the fault
+/// panel has this stream in buffered mode (as a buffering proxy would).
+struct Outlet<'a> {
+    wire: &'a mut Wire,
+    control: Option<&'a Control>,
+    held: Vec<u8>,
+}
+
+impl Outlet<'_> {
+    /// Sends `body` (an empty one just releases what buffered mode held, if it
+    /// has been switched off).
+    fn send(&mut self, body: &[u8]) -> io::Result<()> {
+        if self.control.is_some_and(|c| c.buffered()) {
+            self.held.extend_from_slice(body);
+            if self.held.len() < crate::classroom::PROXY_BUFFER {
+                return Ok(());
+            }
+        } else if self.held.is_empty() {
+            return self.wire.send(body);
+        } else {
+            self.held.extend_from_slice(body);
+        }
+        let held = std::mem::take(&mut self.held);
+        self.wire.send(&held)
     }
 }
 
