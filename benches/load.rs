@@ -58,6 +58,9 @@ const RESERVED_FDS: usize = 128;
 const FLOOR_FRAME: usize = 60;
 /// Likes one storm sender may send (its send-time log is preallocated).
 const STORM_LOG: usize = 200_000;
+/// CPU (% of one core) other processes may use in a phase before the report
+/// says the run shared the machine.
+const SHARED_MACHINE_PCT: f64 = 25.0;
 /// Everything waits at most this long for a condition before reporting it.
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
@@ -2077,12 +2080,44 @@ impl Report {
                 ""
             }
         );
+        if let Some((phase, others)) = self.busiest_neighbour() {
+            if others > SHARED_MACHINE_PCT {
+                let _ = writeln!(
+                    w,
+                    "**This run shared the machine**: other processes used up to {others:.0}% of a \
+                     core (during {phase}). Absolute figures are pessimistic; ratios measured in \
+                     the same phase (p99 against the floor, likes/s against the ceiling) hold \
+                     better.\n"
+                );
+            }
+        }
         self.machine_section(w);
         self.commands_section(w);
         self.results_section(w, sizes);
         self.targets_section(w, sizes);
         self.notes_section(w);
         md
+    }
+
+    /// The phase in which other processes used the most CPU, and how much.
+    fn busiest_neighbour(&self) -> Option<(String, f64)> {
+        let mut phases: Vec<(String, f64)> = Vec::new();
+        if let Some(r) = &self.ceiling {
+            phases.push(("the direct-Redis ceiling".into(), r.cpu.others));
+        }
+        if let Some(r) = &self.likes {
+            phases.push(("like throughput".into(), r.cpu.others));
+        }
+        for f in &self.fan_out {
+            phases.push((
+                format!("fan-out to {}", int(f.n as u64)),
+                f.likes.cpu.others,
+            ));
+        }
+        if let Some(s) = &self.storm {
+            phases.push(("the storm".into(), s.likes.cpu.others));
+        }
+        phases.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
     fn machine_section(&self, w: &mut String) {

@@ -63,6 +63,10 @@ FLAGS (environment variable in brackets; a flag wins over its variable):
                            /favorite, /commentList, /sse); /addComment changes state
                            on GET, so it is unsafe cross-site
                            [LIKEBOARD_SEED_ROUTES=1] (default off)
+    --classroom            show the fault panel: buttons with which each browser
+                           drops, silences, buffers or refuses ITS OWN event
+                           stream, to show a class what EventSource does
+                           [LIKEBOARD_CLASSROOM=1] (default off)
     --help                 print this text
     --version              print the version
 ";
@@ -92,6 +96,8 @@ pub struct Config {
     pub seed_routes: bool,
     /// Serve templates and static files from this directory instead of the binary.
     pub assets_dir: Option<PathBuf>,
+    /// Show the fault panel: each browser may disturb its own streams.
+    pub classroom: bool,
 }
 
 impl Default for Config {
@@ -110,6 +116,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             seed_routes: false,
             assets_dir: None,
+            classroom: false,
         }
     }
 }
@@ -177,6 +184,9 @@ impl Config {
         if let Some(v) = env("LIKEBOARD_ASSETS_DIR") {
             config.assets_dir = Some(PathBuf::from(v));
         }
+        if let Some(v) = env("LIKEBOARD_CLASSROOM") {
+            config.classroom = parse_bool("LIKEBOARD_CLASSROOM", &v)?;
+        }
 
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -216,6 +226,10 @@ impl Config {
                     None => config.seed_routes = true,
                 },
                 "--assets-dir" => config.assets_dir = Some(PathBuf::from(value()?)),
+                "--classroom" => match inline {
+                    Some(v) => config.classroom = parse_bool(&flag, &v)?,
+                    None => config.classroom = true,
+                },
                 other => return Err(ConfigError(format!("unknown argument {other:?}"))),
             }
         }
@@ -296,6 +310,19 @@ mod tests {
         assert_eq!(c.stream_len, 10_000);
         assert_eq!(c.heartbeat, Duration::from_secs(15));
         assert!(!c.seed_routes);
+        assert!(!c.classroom);
+    }
+
+    /// `--classroom` and LIKEBOARD_CLASSROOM turn the fault panel on.
+    #[test]
+    fn classroom_flag() {
+        assert!(run(&["--classroom"], &[]).unwrap().classroom);
+        assert!(run(&[], &[("LIKEBOARD_CLASSROOM", "1")]).unwrap().classroom);
+        assert!(
+            !run(&["--classroom=0"], &[("LIKEBOARD_CLASSROOM", "1")])
+                .unwrap()
+                .classroom
+        );
     }
 
     /// A flag overrides its environment variable.

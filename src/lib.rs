@@ -15,6 +15,8 @@
 //!   publishes each batch to the hub.
 //! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
 //! - [`sse`]: events to exact bytes, and the per-client writer loop.
+//! - [`viewers`]: a thread that sends the live viewer count (id-less events).
+//! - [`classroom`]: the fault panel behind `--classroom`.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.
 //! - [`metrics`]: the `/metrics` exposition, and the store wrapper that counts.
 //! - [`release`], [`guard`], [`watchdog`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
@@ -42,6 +44,7 @@
 //! - No request input can panic a shared thread; a handler panic is caught,
 //!   logged and answered with 500.
 
+pub mod classroom;
 pub mod config;
 pub mod error;
 pub mod guard;
@@ -57,6 +60,7 @@ pub mod routes;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod viewers;
 pub mod watchdog;
 
 use std::io::Write;
@@ -108,11 +112,13 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         hub: Arc::clone(&hub),
         page,
         limiter: ratelimit::RateLimiter::new(config.write_rate),
+        classroom: config.classroom.then(classroom::Classroom::new),
         config,
         pump: Arc::clone(&pump_stats),
         started: Instant::now(),
         metrics,
     });
+    let _viewers = viewers::spawn(Arc::clone(&hub), Arc::clone(&stop));
     // The pump's starting point is fixed before the first client can connect:
     // a client that subscribes "live" must not see the pump start after events
     // it should have received.

@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use tiny_http::{Method, Request};
 
+use crate::classroom::{self, Classroom, Control};
 use crate::config::Config;
 use crate::error::Error;
 use crate::hub::Hub;
@@ -49,6 +50,8 @@ pub struct App {
     pub started: Instant,
     /// Request counts and durations, store errors; rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The fault panel's state, with `--classroom` only.
+    pub classroom: Option<Classroom>,
 }
 
 /// Who is asking: the visitor id from the cookie (or the client IP without one).
@@ -66,6 +69,10 @@ pub enum Outcome {
     Stream {
         dialect: Dialect,
         resume: Resume,
+        /// Also send `event: viewers` (`?viewers=1`).
+        viewers: bool,
+        /// The fault panel's hold on this stream (`--classroom`, `?client=`).
+        control: Option<Control>,
     },
 }
 
@@ -138,10 +145,25 @@ pub fn route(app: &App, req: &mut Request, visitor: &Visitor) -> Result<Outcome,
         }
         (Method::Get, ["events"]) => {
             let resume = header(req, "Last-Event-ID").or_else(|| target.param("since"));
+            let mut control = None;
+            let token = target.param("client").filter(|t| classroom::valid_token(t));
+            if let (Some(room), Some(token)) = (&app.classroom, token) {
+                // A fault armed from the panel answers this reconnect instead.
+                if let Some(status) = room.answer_for(token) {
+                    return Ok(Outcome::Reply(fault_answer(status)));
+                }
+                control = room.attach(token);
+            }
             return Ok(Outcome::Stream {
                 dialect: Dialect::Standard,
                 resume: Resume::parse(resume),
+                viewers: target.param("viewers") == Some("1"),
+                control,
             });
+        }
+        (Method::Post, ["api", "classroom", token, action]) if app.classroom.is_some() => {
+            check_same_origin(req)?;
+            classroom_action(app, token, action)?
         }
         (Method::Get, ["healthz"]) => healthz(app),
         (Method::Get, ["metrics"]) => metrics(app)?,
@@ -199,6 +221,8 @@ fn seed_route(
             return Ok(Outcome::Stream {
                 dialect: Dialect::Seed,
                 resume: Resume::parse(resume),
+                viewers: false,
+                control: None,
             });
         }
         (_, path) => return Err(not_found_or_405(path, true)),
@@ -256,7 +280,7 @@ fn index(app: &App) -> Result<Reply, Error> {
         .page
         .render(
             "index.html",
-            minijinja::context! { comments => minijinja::Value::from(minijinja::value::Serde(&comments)), seed_routes => app.config.seed_routes },
+            minijinja::context! { comments => minijinja::Value::from(minijinja::value::Serde(&comments)), seed_routes => app.config.seed_routes, classroom => app.config.classroom },
         )
         .map_err(|e| Error::Internal(format!("rendering index.html: {e:#}")))?;
     Ok(Reply {
@@ -323,6 +347,50 @@ fn like(app: &App, id: u64, visitor: &Visitor, op: LikeOp) -> Result<Reply, Erro
         200,
         json!({ "id": outcome.id, "score": outcome.score, "liked": outcome.liked }),
     ))
+}
+
+/// `POST /api/classroom/{token}/{action}`: a button of the fault panel.
+fn classroom_action(app: &App, token: &str, action: &str) -> Result<Reply, Error> {
+    let room = app
+        .classroom
+        .as_ref()
+        .ok_or_else(|| Error::NotFound("the fault panel is off".into()))?;
+    if !classroom::valid_token(token) {
+        return Err(Error::BadRequest(
+            "a client token is 16-64 hex digits".into(),
+        ));
+    }
+    let act = classroom::Action::parse(action)
+        .ok_or_else(|| Error::NotFound(format!("no fault {:?}", truncate_path(action))))?;
+    if !room.act(token, act) {
+        return Err(Error::Unavailable("too many classroom clients".into()));
+    }
+    Ok(Reply::json(
+        200,
+        json!({ "client": token, "fault": action }),
+    ))
+}
+
+/// The reply an armed "answer 204/500" gives a stream request: EventSource
+/// gives up for good on either (204 is the spec's polite way to say "stop").
+fn fault_answer(status: u16) -> Reply {
+    let mut reply = if status == 204 {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Vec::new(),
+            headers: Vec::new(),
+        }
+    } else {
+        Reply::json(
+            status,
+            json!({ "error": "the fault panel asked for this error" }),
+        )
+    };
+    reply
+        .headers
+        .push(("Cache-Control", "no-cache".to_string()));
+    reply
 }
 
 fn healthz(app: &App) -> Reply {

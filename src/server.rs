@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 use tiny_http::{HTTPVersion, Header, Request, Response};
 
+use crate::classroom::Control;
 use crate::guard::{self, Guard};
 use crate::hub::SubscribeError;
 use crate::release::Releaser;
@@ -207,8 +208,13 @@ impl Worker {
             routes::route(&self.app, &mut request, &visitor)
         }));
         let reply = match outcome {
-            Ok(Ok(Outcome::Stream { dialect, resume })) => {
-                self.start_stream(request, dialect, resume);
+            Ok(Ok(Outcome::Stream {
+                dialect,
+                resume,
+                viewers,
+                control,
+            })) => {
+                self.start_stream(request, dialect, resume, viewers, control);
                 self.observe(&method, &path, 200, started);
                 log::debug!(
                     "{method} {path} -> stream ({} ms)",
@@ -254,7 +260,14 @@ impl Worker {
     }
 
     /// Takes the raw socket from tiny_http and hands it to a writer thread.
-    fn start_stream(&self, request: Request, dialect: Dialect, resume: Resume) {
+    fn start_stream(
+        &self,
+        request: Request,
+        dialect: Dialect,
+        resume: Resume,
+        viewers: bool,
+        control: Option<Control>,
+    ) {
         let framing = if *request.http_version() == HTTPVersion(1, 0) {
             Framing::CloseDelimited
         } else {
@@ -291,6 +304,8 @@ impl Worker {
                     dialect,
                     resume,
                     heartbeat: app.config.heartbeat,
+                    viewers,
+                    control,
                 };
                 if wire.start(&sse::head(framing, "")).is_ok()
                     && wire.send(&sse::retry_field(sse::RETRY_MS)).is_ok()
@@ -300,6 +315,11 @@ impl Worker {
                         releaser.release(peer);
                     }
                     log::info!("SSE client connected ({} now)", app.hub.len());
+                    // The page shows the count at once; the viewers thread
+                    // sends changes from here on.
+                    if opts.viewers {
+                        let _ = wire.send(&sse::viewers_event(app.hub.len()));
+                    }
                     let end = catch_unwind(AssertUnwindSafe(|| {
                         sse::run(&mut wire, &sub, &*app.store, &opts)
                     }));
@@ -309,6 +329,7 @@ impl Worker {
                             let _ = wire.send(&sse::retry_field(sse::RETRY_MS));
                         }
                         Ok(End::ClientLeft) => {}
+                        Ok(End::Dropped) => log::info!("SSE client dropped by the fault panel"),
                         Err(_) => log::error!("SSE writer panicked; stream closed"),
                     }
                     let _ = wire.finish();

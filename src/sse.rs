@@ -10,11 +10,11 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
 use serde_json::json;
 
+use crate::classroom::{Control, Poke};
 use crate::hub::Subscription;
 use crate::store::{Event, EventKind, History, Store, StoreError};
 
@@ -78,16 +78,30 @@ impl Encoded {
     }
 }
 
-/// Events the pump read in one go, in id order.
+/// Events the pump read in one go, in id order; or a viewer count.
 #[derive(Debug)]
 pub struct Batch {
     pub events: Vec<Encoded>,
+    /// How many event streams this process holds, from the viewers thread
+    /// ([`crate::viewers`]). Sent as `event: viewers` WITHOUT an id: it is
+    /// per-process presence, not part of the shared log, so it must never move
+    /// a browser's Last-Event-ID (an id-less event leaves it unchanged).
+    pub viewers: Option<usize>,
 }
 
 impl Batch {
     pub fn new(events: &[Event]) -> Self {
         Batch {
             events: events.iter().map(Encoded::new).collect(),
+            viewers: None,
+        }
+    }
+
+    /// A batch that only carries the current viewer count.
+    pub fn viewers(count: usize) -> Self {
+        Batch {
+            events: Vec::new(),
+            viewers: Some(count),
         }
     }
 }
@@ -199,6 +213,12 @@ pub fn retry_field(ms: u64) -> Vec<u8> {
     format!("retry: {ms}\n\n").into_bytes()
 }
 
+/// `event: viewers`: how many event streams this process is serving. No `id:`,
+/// so it is neither replayed nor counted in Last-Event-ID.
+pub fn viewers_event(count: usize) -> Vec<u8> {
+    format!("event: viewers\ndata: {{\"count\":{count}}}\n\n").into_bytes()
+}
+
 /// `event: reset`: the requested history is gone; refetch, then continue from `last`.
 pub fn reset_event(last_event_id: u64) -> Vec<u8> {
     format!(
@@ -214,6 +234,8 @@ pub enum End {
     ClientLeft,
     /// The hub closed our channel: we were too slow, or the server is stopping.
     Unsubscribed,
+    /// The classroom's fault panel asked us to drop this connection.
+    Dropped,
 }
 
 /// Options of one client's stream.
@@ -221,6 +243,11 @@ pub struct StreamOptions {
     pub dialect: Dialect,
     pub resume: Resume,
     pub heartbeat: Duration,
+    /// Pass on `event: viewers` (the page asks with `?viewers=1`; plain API
+    /// clients keep the documented stream of log events only).
+    pub viewers: bool,
+    /// The fault panel's hold on this stream (`--classroom` and `?client=`).
+    pub control: Option<Control>,
 }
 
 /// Runs one client's stream until it ends: replay, then live events and
@@ -231,26 +258,52 @@ pub fn run(
     store: &dyn Store,
     opts: &StreamOptions,
 ) -> End {
+    // Without the fault panel, `pokes` never fires and `out` writes straight through.
+    let never = crossbeam_channel::never();
+    let pokes = opts.control.as_ref().map_or(&never, |c| &c.pokes);
+    let mut out = Outlet {
+        wire,
+        control: opts.control.as_ref(),
+        held: Vec::new(),
+    };
     // The subscription exists before the replay is read, so nothing published
     // in between is lost; `last_sent` drops anything the replay already covered.
-    let mut last_sent = match replay(wire, store, opts) {
+    let mut last_sent = match replay(&mut out, store, opts) {
         Ok(last) => last,
         Err(_) => return End::ClientLeft,
     };
     let mut buf = Vec::with_capacity(4096);
+    // Heartbeats are due a heartbeat period after the last write, not after the
+    // last wake-up: a batch with nothing for this client (a viewer count it did
+    // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
+    let mut beat_due = Instant::now() + opts.heartbeat;
     loop {
-        let first = match sub.rx.recv_timeout(opts.heartbeat) {
-            Ok(batch) => batch,
-            Err(RecvTimeoutError::Timeout) => {
-                if wire.send(HEARTBEAT).is_err() {
+        let first = crossbeam_channel::select! {
+            recv(sub.rx) -> batch => match batch {
+                Ok(batch) => batch,
+                Err(_) => return End::Unsubscribed,
+            },
+            recv(pokes) -> poke => match poke {
+                Ok(Poke::Drop) | Err(_) => return End::Dropped,
+                Ok(Poke::Changed) => {
+                    if out.send(b"").is_err() {
+                        return End::ClientLeft;
+                    }
+                    continue;
+                }
+            },
+            default(beat_due.saturating_duration_since(Instant::now())) => {
+                let quiet = opts.control.as_ref().is_some_and(|c| c.quiet());
+                if !quiet && out.send(HEARTBEAT).is_err() {
                     return End::ClientLeft;
                 }
+                beat_due = Instant::now() + opts.heartbeat;
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return End::Unsubscribed,
         };
         // Coalesce: everything already queued goes out in the same write.
         buf.clear();
+        let mut viewers = None;
         for batch in std::iter::once(first).chain(sub.rx.try_iter()) {
             for event in &batch.events {
                 if let Some(last) = last_sent.filter(|&last| event.id > last + 1) {
@@ -258,11 +311,11 @@ pub fn run(
                     // and this one never reached our channel: the pump started
                     // (or resumed) after our replay was read, or the stream was
                     // trimmed past it. History fills the gap, or says reset.
-                    if wire.send(&buf).is_err() {
+                    if out.send(&buf).is_err() {
                         return End::ClientLeft;
                     }
                     buf.clear();
-                    match catch_up(wire, store, last, true, opts.dialect) {
+                    match catch_up(&mut out, store, last, true, opts.dialect) {
                         Ok(caught_up) => last_sent = Some(caught_up),
                         Err(_) => return End::ClientLeft,
                     }
@@ -273,24 +326,62 @@ pub fn run(
                 buf.extend_from_slice(event.bytes(opts.dialect));
                 last_sent = Some(event.id);
             }
+            if opts.viewers && opts.dialect == Dialect::Standard {
+                // Only the newest count matters.
+                viewers = batch.viewers.or(viewers);
+            }
         }
-        if wire.send(&buf).is_err() {
+        if let Some(count) = viewers {
+            buf.extend_from_slice(&viewers_event(count));
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        if out.send(&buf).is_err() {
             return End::ClientLeft;
         }
+        beat_due = Instant::now() + opts.heartbeat;
+    }
+}
+
+/// The writer's way out: straight to the wire, or held back while the fault
+/// panel has this stream in buffered mode (as a buffering proxy would).
+struct Outlet<'a> {
+    wire: &'a mut Wire,
+    control: Option<&'a Control>,
+    held: Vec<u8>,
+}
+
+impl Outlet<'_> {
+    /// Sends `body` (an empty one just releases what buffered mode held, if it
+    /// has been switched off).
+    fn send(&mut self, body: &[u8]) -> io::Result<()> {
+        if self.control.is_some_and(|c| c.buffered()) {
+            self.held.extend_from_slice(body);
+            if self.held.len() < crate::classroom::PROXY_BUFFER {
+                return Ok(());
+            }
+        } else if self.held.is_empty() {
+            return self.wire.send(body);
+        } else {
+            self.held.extend_from_slice(body);
+        }
+        let held = std::mem::take(&mut self.held);
+        self.wire.send(&held)
     }
 }
 
 /// Sends what the client missed; returns the last id it has now seen (if known).
-fn replay(wire: &mut Wire, store: &dyn Store, opts: &StreamOptions) -> io::Result<Option<u64>> {
+fn replay(out: &mut Outlet, store: &dyn Store, opts: &StreamOptions) -> io::Result<Option<u64>> {
     match opts.resume {
         Resume::Live => Ok(None),
-        Resume::After(after) => catch_up(wire, store, after, false, opts.dialect).map(Some),
+        Resume::After(after) => catch_up(out, store, after, false, opts.dialect).map(Some),
         Resume::Invalid => match store.last_event_id() {
             Ok(last_event_id) => {
-                wire.send(&reset_event(last_event_id))?;
+                out.send(&reset_event(last_event_id))?;
                 Ok(Some(last_event_id))
             }
-            Err(e) => Err(store_failed(wire, &e)),
+            Err(e) => Err(store_failed(out, &e)),
         },
     }
 }
@@ -300,7 +391,7 @@ fn replay(wire: &mut Wire, store: &dyn Store, opts: &StreamOptions) -> io::Resul
 /// got that far) becomes `event: reset` carrying the newest id. `seen` says the
 /// client already got `after` on this connection, so no id may go below it.
 fn catch_up(
-    wire: &mut Wire,
+    out: &mut Outlet,
     store: &dyn Store,
     mut after: u64,
     seen: bool,
@@ -314,7 +405,7 @@ fn catch_up(
                 for event in &events {
                     buf.extend_from_slice(Encoded::new(event).bytes(dialect));
                 }
-                wire.send(&buf)?;
+                out.send(&buf)?;
                 let Some(last) = events.last() else { break };
                 after = last.id;
                 if events.len() < REPLAY_PAGE {
@@ -330,14 +421,14 @@ fn catch_up(
                 log::warn!(
                     "SSE: event ids went back from {after} to {last_event_id}; closing the stream"
                 );
-                wire.send(&retry_field(RETRY_MS))?;
+                out.send(&retry_field(RETRY_MS))?;
                 return Err(io::Error::other("event ids went backwards"));
             }
             Ok(History::Evicted { last_event_id }) => {
-                wire.send(&reset_event(last_event_id))?;
+                out.send(&reset_event(last_event_id))?;
                 return Ok(last_event_id);
             }
-            Err(e) => return Err(store_failed(wire, &e)),
+            Err(e) => return Err(store_failed(out, &e)),
         }
     }
     Ok(after)
@@ -345,9 +436,9 @@ fn catch_up(
 
 /// The store is down: we cannot know what was missed. Ask the browser to come
 /// back later, when replay can work; the caller ends the stream.
-fn store_failed(wire: &mut Wire, e: &StoreError) -> io::Error {
+fn store_failed(out: &mut Outlet, e: &StoreError) -> io::Error {
     log::warn!("SSE replay failed: {e}");
-    match wire.send(&retry_field(RETRY_MS)) {
+    match out.send(&retry_field(RETRY_MS)) {
         Ok(()) => io::Error::other("store unavailable for replay"),
         Err(write_error) => write_error,
     }
@@ -473,6 +564,8 @@ mod tests {
             dialect: Dialect::Standard,
             resume: Resume::Live,
             heartbeat: Duration::from_secs(60),
+            viewers: false,
+            control: None,
         };
         assert_eq!(run(&mut wire, &sub, store, &opts), End::Unsubscribed);
         String::from_utf8(sink.take()).unwrap()
