@@ -61,6 +61,8 @@ const STORM_LOG: usize = 200_000;
 /// CPU (% of one core) other processes may use in a phase before the report
 /// says the run shared the machine.
 const SHARED_MACHINE_PCT: f64 = 25.0;
+/// How long the server's CPU is sampled with idle clients.
+const IDLE_SAMPLE: Duration = Duration::from_secs(2);
 /// Everything waits at most this long for a condition before reporting it.
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
@@ -176,7 +178,7 @@ fn run(sizes: &Sizes) -> Report {
     step("like throughput");
     report.likes = Some(like_throughput(&server, &redis, sizes));
     server.wait_quiet(&redis, &mut report);
-    report.memory.push((0, server.proc_snapshot()));
+    report.memory.push((0, server.idle_snapshot(&redis)));
 
     // The largest size is what fits: the server's cap, and our descriptors
     // (the floor holds both ends of every socket pair).
@@ -435,9 +437,10 @@ fn fan_out(
     let connect_secs = connect_started.elapsed().as_secs_f64();
     let readers = Readers::start(clients);
     server.wait_subscribers(n - connect_failures, report);
-    // Idle clients: let the connect burst settle, then weigh the server.
+    // Idle clients: let the connect burst settle, then weigh the server and
+    // see what it costs to do nothing with N clients (timers, scans).
     thread::sleep(Duration::from_secs(1));
-    report.memory.push((n, server.proc_snapshot()));
+    report.memory.push((n, server.idle_snapshot(redis)));
 
     step(&format!("  {} likes to {n} clients", sizes.fan_out_likes));
     let cpu = CpuMeter::start(Some(server.pid()), redis.pid());
@@ -1595,8 +1598,15 @@ impl Likeboard {
         }
     }
 
-    fn proc_snapshot(&self) -> ProcSnapshot {
-        ProcSnapshot::of(self.pid())
+    /// The server's process figures, and its CPU over [`IDLE_SAMPLE`] of
+    /// doing nothing but holding its clients (timers, descriptor scans).
+    fn idle_snapshot(&self, redis: &RedisServer) -> ProcSnapshot {
+        let idle = CpuMeter::start(Some(self.pid()), redis.pid());
+        thread::sleep(IDLE_SAMPLE);
+        ProcSnapshot {
+            idle_cpu: idle.stop().server,
+            ..ProcSnapshot::of(self.pid())
+        }
     }
 
     /// Warning and error lines the server logged during the run.
@@ -1780,6 +1790,8 @@ struct ProcSnapshot {
     rss_kib: u64,
     threads: u64,
     fds: u64,
+    /// The server's CPU (% of one core) while its clients were idle, if measured.
+    idle_cpu: Option<f64>,
 }
 
 impl ProcSnapshot {
@@ -1797,6 +1809,7 @@ impl ProcSnapshot {
             rss_kib: field("VmRSS:"),
             threads: field("Threads:"),
             fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64),
+            idle_cpu: None,
         }
     }
 }
@@ -2379,10 +2392,11 @@ impl Report {
         let _ = writeln!(w, "### 4. Memory of the server process\n");
         let _ = writeln!(
             w,
-            "Measured with the clients connected and idle, 1 s after the last one connected \
-             (from `/proc/PID/status` and `/proc/PID/fd`).\n"
+            "Measured with the clients connected and idle, 3 s after the last one connected \
+             (from `/proc/PID/status` and `/proc/PID/fd`); the server's CPU is sampled over \
+             the last 2 of those seconds.\n"
         );
-        table_head(w, "| idle SSE clients | RSS | threads | fds | RSS per client | threads per client | fds per client |");
+        table_head(w, "| idle SSE clients | RSS | threads | fds | RSS per client | threads per client | fds per client | server CPU while idle |");
         let base = self.memory.first().map(|m| m.1).unwrap_or_default();
         for (n, m) in &self.memory {
             let per = |now: u64, then: u64| {
@@ -2394,7 +2408,7 @@ impl Report {
             };
             let _ = writeln!(
                 w,
-                "| {} | {} KiB | {} | {} | {} | {} | {} |",
+                "| {} | {} KiB | {} | {} | {} | {} | {} | {} |",
                 int(*n as u64),
                 int(m.rss_kib),
                 m.threads,
@@ -2406,6 +2420,7 @@ impl Report {
                 },
                 per(m.threads, base.threads),
                 per(m.fds, base.fds),
+                m.idle_cpu.map_or("-".into(), |c| format!("{c:.1}%")),
             );
         }
         let _ = writeln!(w);

@@ -11,17 +11,24 @@
 //! tiny_http's accept thread for good).
 //!
 //! The fix, without touching tiny_http: this thread looks at the process's
-//! connections a few times a second (found like `release.rs` does, through
-//! `/proc/self/fd`, each checked through a `dup` so a reused descriptor is never
-//! touched by mistake). The workers tell it when a request arrives and when its
-//! reply is done. A connection gets [`Limits::timeout`] from its opening, or from
-//! its last request, to deliver the next request and its body, and at most
+//! connections a few times a second (through `/proc/self/fd`, each checked
+//! through a `dup` so a reused descriptor is never touched by mistake). The
+//! workers tell it when a request arrives and when its reply is done. A
+//! connection gets [`Limits::timeout`] from its opening, or from its last
+//! request, to deliver the next request and its body, and at most
 //! [`Limits::max_bytes`] received meanwhile (`TCP_INFO`). Past either, the guard
 //! shuts the socket's read half: tiny_http's blocked read sees end-of-file, drops
 //! the connection, and its thread is free. A connection that never delivered a
 //! request is first sent a JSON `408` or `431` (the worker pool has a free thread,
-//! so no request of its can be waiting in line). Event streams are exempt: they
-//! are long-lived by design and nobody reads from them.
+//! so no request of its can be waiting in line).
+//!
+//! Event streams are exempt from the limits, but their read half is shut too,
+//! at once: after handing us a request, tiny_http's pool thread blocks reading
+//! the *next* request on that connection, which an event stream never sends, so
+//! without this every stream would hold a pool thread for its whole life. Shut,
+//! that thread sees end-of-file, finishes, and is free for other connections;
+//! the stream keeps writing (nobody reads from it), and each SSE client costs one
+//! thread and one descriptor instead of two of each.
 //!
 //! The guard also rescues connections that tiny_http's pool forgot. The pool
 //! loses wake-ups when connections arrive in a burst (two tasks queued, one idle
@@ -49,6 +56,10 @@ use crate::error::Error;
 /// How often the guard looks at the connections. A limit is enforced at most
 /// this much late, and an endless header is cut after at most this long.
 const TICK: Duration = Duration::from_millis(250);
+/// How soon after a stream starts the guard looks again, to free the pool
+/// thread parked on it. Sooner means fewer extra threads in a burst of
+/// connects; every look costs a pass over the descriptors, so not too soon.
+const STREAM_TICK: Duration = Duration::from_millis(50);
 /// Largest request head the handlers accept (431 above it). tiny_http reads a
 /// head completely before we see it, so the guard's byte budget is larger.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -176,7 +187,12 @@ fn run(rx: Receiver<Note>, mut state: State) {
     let mut next_tick = Instant::now() + TICK;
     loop {
         match rx.recv_deadline(next_tick) {
-            Ok(note) => state.note(note, Instant::now()),
+            Ok(note) => {
+                if matches!(note, Note::Stream(_)) {
+                    next_tick = next_tick.min(Instant::now() + STREAM_TICK);
+                }
+                state.note(note, Instant::now());
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -269,6 +285,11 @@ impl State {
         for (&inode, conn) in self.conns.iter_mut().filter(|(_, c)| !c.done) {
             let activity = self.activity.get_mut(&conn.peer);
             if activity.as_ref().is_some_and(|a| a.stream) {
+                // An event stream: free tiny_http's thread parked on it (see the
+                // module doc), then leave it alone for good.
+                if let Some(socket) = sys::Pinned::new(conn.fd, inode) {
+                    socket.shut_read();
+                }
                 conn.done = true;
                 continue;
             }
@@ -571,23 +592,36 @@ mod tests {
         assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
     }
 
-    /// Event streams are never cut, however long they last.
+    /// Event streams are never cut, however long they last; only their read
+    /// half is shut, which wakes a thread blocked reading them (tiny_http's) with
+    /// end-of-file while writing goes on.
     #[test]
-    fn streams_are_exempt() {
+    fn streams_are_exempt_and_released() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_server_side, peer) = listener.accept().unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
+        let mut parked = server_side.try_clone().unwrap();
+        let reader = thread::spawn(move || parked.read(&mut [0u8; 16]));
         let mut state = state(port, Duration::from_millis(10), 1 << 20);
         let now = Instant::now();
         state.note(Note::Busy(peer), now);
         state.note(Note::Stream(peer), now);
         state.note(Note::Done(peer), now);
         state.scan(now + Duration::from_secs(5)).unwrap();
-        client.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 1];
-        let err = (&client).read(&mut buf).unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "still open");
+        assert_eq!(
+            reader.join().unwrap().unwrap(),
+            0,
+            "the parked reader saw end-of-file"
+        );
+        // The stream is still open for writing, and nothing was sent to the client.
+        (&server_side).write_all(b"data: still here\n\n").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 18];
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"data: still here\n\n");
     }
 }

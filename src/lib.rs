@@ -19,7 +19,7 @@
 //! - [`classroom`]: the fault panel behind `--classroom`.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.
 //! - [`metrics`]: the `/metrics` exposition, and the store wrapper that counts.
-//! - [`release`], [`guard`], [`watchdog`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
+//! - [`guard`], [`watchdog`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
 //!
 //! # How a like travels
 //!
@@ -55,7 +55,6 @@ pub mod metrics;
 pub mod page;
 pub mod pump;
 pub mod ratelimit;
-pub mod release;
 pub mod routes;
 pub mod server;
 pub mod sse;

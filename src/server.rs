@@ -21,7 +21,6 @@ use tiny_http::{HTTPVersion, Header, Request, Response};
 use crate::classroom::Control;
 use crate::guard::{self, Guard};
 use crate::hub::SubscribeError;
-use crate::release::Releaser;
 use crate::routes::{self, App, Outcome, Reply, Visitor};
 use crate::sse::{self, Dialect, End, Framing, Resume, StreamOptions, Wire};
 
@@ -45,7 +44,6 @@ pub struct Server {
     http: Arc<tiny_http::Server>,
     addr: SocketAddr,
     app: Arc<App>,
-    releaser: Releaser,
     /// A duplicate of the listening socket, for the accept watchdog.
     probe: Option<TcpListener>,
     /// Deadlines and byte budgets for requests (tiny_http has none).
@@ -88,7 +86,6 @@ impl Server {
             http: Arc::new(http),
             addr,
             app,
-            releaser: Releaser::start(addr.port()),
             probe,
             guard,
             streams: Arc::new(AtomicUsize::new(0)),
@@ -116,7 +113,6 @@ impl Server {
             let worker = Worker {
                 http: Arc::clone(&self.http),
                 app: Arc::clone(&self.app),
-                releaser: self.releaser.clone(),
                 guard: self.guard.clone(),
                 streams: Arc::clone(&self.streams),
                 in_flight: Arc::clone(&self.in_flight),
@@ -159,7 +155,6 @@ impl Server {
 struct Worker {
     http: Arc<tiny_http::Server>,
     app: Arc<App>,
-    releaser: Releaser,
     guard: Guard,
     streams: Arc<AtomicUsize>,
     in_flight: Arc<AtomicUsize>,
@@ -274,7 +269,8 @@ impl Worker {
             Framing::Chunked
         };
         let peer = request.remote_addr().copied();
-        // Long-lived by design: the guard's deadlines are not for streams.
+        // Long-lived by design: the guard exempts it from deadlines, and shuts its
+        // read half so tiny_http's pool thread parked on it is freed.
         self.guard.stream(peer);
         let subscription = self.app.hub.subscribe();
         let mut wire = Wire::new(request.into_writer(), framing);
@@ -293,7 +289,6 @@ impl Worker {
             }
         };
         let app = Arc::clone(&self.app);
-        let releaser = self.releaser.clone();
         let streams = Arc::clone(&self.streams);
         streams.fetch_add(1, Ordering::SeqCst);
         let spawned = thread::Builder::new()
@@ -310,10 +305,6 @@ impl Worker {
                 if wire.start(&sse::head(framing, "")).is_ok()
                     && wire.send(&sse::retry_field(sse::RETRY_MS)).is_ok()
                 {
-                    // The head is out: free tiny_http's thread parked on this socket.
-                    if let (Framing::Chunked, Some(peer)) = (framing, peer) {
-                        releaser.release(peer);
-                    }
                     log::info!("SSE client connected ({} now)", app.hub.len());
                     // The page shows the count at once; the viewers thread
                     // sends changes from here on.
