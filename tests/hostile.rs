@@ -713,3 +713,39 @@ fn graceful_shutdown() {
         assert_eq!(frame.raw, "retry: 3000\n\n");
     }
 }
+
+/// After Redis restarts, the first writes succeed: pooled connections that died
+/// while idle are retried on fresh ones, not reported as 503.
+#[test]
+fn first_writes_after_redis_restart_succeed() {
+    let _turn = my_turn();
+    let mut redis = RedisServer::start_with(AOF);
+    let server = Likeboard::start(&["--redis-url".to_string(), redis.url()]);
+    let id = server.add_comment("pooled");
+    // Fill the pool with several idle connections.
+    let addr = server.addr;
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            thread::spawn(move || support::http(addr, "GET", "/api/comments", &[], b"").status)
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), 200);
+    }
+    redis.kill();
+    redis.restart_with(AOF);
+    for v in 0..8 {
+        let r = server.like("POST", id, &visitor(100 + v));
+        assert_eq!(
+            r.status,
+            200,
+            "like {v} after the restart: {}\n{}",
+            r.text(),
+            server.stderr()
+        );
+    }
+    assert_eq!(
+        server.get("/api/comments").json()["comments"][0]["score"],
+        8
+    );
+}

@@ -255,6 +255,37 @@ impl RedisStore {
             .get()
             .map_err(|e| StoreError::Unavailable(format!("no Redis connection: {e}")))
     }
+
+    /// Runs `op` on a pooled connection. An idle pooled connection may have died
+    /// with a Redis restart, and only its next use finds out (at once: the socket
+    /// is closed). For an operation that is safe to repeat, retries on other
+    /// connections keep that from reaching the client as a 503; the pool drops
+    /// each broken one, so after at most a pool's worth of them a fresh one is
+    /// made. Timeouts are not retried: they would only double the wait.
+    fn with_conn<T>(
+        &self,
+        context: &str,
+        repeatable: bool,
+        op: impl Fn(&mut redis::Connection) -> Result<T, RedisError>,
+    ) -> StoreResult<T> {
+        let attempts = if repeatable {
+            self.pool.max_size() as usize + 1
+        } else {
+            1
+        };
+        let mut last = None;
+        for _ in 0..attempts {
+            let mut con = self.conn()?;
+            match op(&mut con) {
+                Ok(value) => return Ok(value),
+                Err(e) if (e.is_connection_dropped() || e.is_io_error()) && !e.is_timeout() => {
+                    last = Some(e)
+                }
+                Err(e) => return Err(classify(context, e)),
+            }
+        }
+        Err(classify(context, last.expect("at least one attempt")))
+    }
 }
 
 /// Sorts a Redis failure into "try again later" and "something is wrong".
@@ -282,17 +313,16 @@ fn classify(context: &str, e: RedisError) -> StoreError {
 
 impl Store for RedisStore {
     fn snapshot(&self, visitor: &str, limit: usize, offset: usize) -> StoreResult<Snapshot> {
-        let mut con = self.conn()?;
-        let reply: Vec<Value> = self
-            .snapshot
-            .key(&self.keys.comments)
-            .key(&self.keys.ranking)
-            .key(self.keys.liked(visitor))
-            .key(&self.keys.event_seq)
-            .arg(offset)
-            .arg(limit)
-            .invoke(&mut *con)
-            .map_err(|e| classify("snapshot", e))?;
+        let reply: Vec<Value> = self.with_conn("snapshot", true, |con| {
+            self.snapshot
+                .key(&self.keys.comments)
+                .key(&self.keys.ranking)
+                .key(self.keys.liked(visitor))
+                .key(&self.keys.event_seq)
+                .arg(offset)
+                .arg(limit)
+                .invoke(con)
+        })?;
         let mut values = reply.into_iter();
         let last_event_id = values
             .next()
@@ -324,20 +354,20 @@ impl Store for RedisStore {
     }
 
     fn add_comment(&self, new: NewComment) -> StoreResult<Comment> {
-        let mut con = self.conn()?;
-        let id: u64 = self
-            .add_comment
-            .key(&self.keys.comments)
-            .key(&self.keys.ranking)
-            .key(&self.keys.comment_seq)
-            .key(&self.keys.event_seq)
-            .key(&self.keys.events)
-            .arg(&new.nickname)
-            .arg(&new.content)
-            .arg(new.created_at)
-            .arg(self.stream_len)
-            .invoke(&mut *con)
-            .map_err(|e| classify("add comment", e))?;
+        // Not repeatable: a retry after a lost reply would post the comment twice.
+        let id: u64 = self.with_conn("add comment", false, |con| {
+            self.add_comment
+                .key(&self.keys.comments)
+                .key(&self.keys.ranking)
+                .key(&self.keys.comment_seq)
+                .key(&self.keys.event_seq)
+                .key(&self.keys.events)
+                .arg(&new.nickname)
+                .arg(&new.content)
+                .arg(new.created_at)
+                .arg(self.stream_len)
+                .invoke(con)
+        })?;
         Ok(Comment {
             id,
             nickname: new.nickname,
@@ -349,24 +379,24 @@ impl Store for RedisStore {
 
     fn set_like(&self, id: u64, visitor: &str, op: LikeOp) -> StoreResult<Option<LikeOutcome>> {
         let m = member(id);
-        let mut con = self.conn()?;
-        let (exists, changed, score): (u8, u8, u64) = self
-            .set_like
-            .key(&self.keys.comments)
-            .key(&self.keys.ranking)
-            .key(self.keys.likers(&m))
-            .key(self.keys.liked(visitor))
-            .key(&self.keys.event_seq)
-            .key(&self.keys.events)
-            .arg(&m)
-            .arg(visitor)
-            .arg(match op {
-                LikeOp::Like => "like",
-                LikeOp::Unlike => "unlike",
-            })
-            .arg(self.stream_len)
-            .invoke(&mut *con)
-            .map_err(|e| classify("like", e))?;
+        // Repeatable: liking twice counts once, so a retry changes nothing twice.
+        let (exists, changed, score): (u8, u8, u64) = self.with_conn("like", true, |con| {
+            self.set_like
+                .key(&self.keys.comments)
+                .key(&self.keys.ranking)
+                .key(self.keys.likers(&m))
+                .key(self.keys.liked(visitor))
+                .key(&self.keys.event_seq)
+                .key(&self.keys.events)
+                .arg(&m)
+                .arg(visitor)
+                .arg(match op {
+                    LikeOp::Like => "like",
+                    LikeOp::Unlike => "unlike",
+                })
+                .arg(self.stream_len)
+                .invoke(con)
+        })?;
         if exists == 0 {
             return Ok(None);
         }
@@ -379,27 +409,28 @@ impl Store for RedisStore {
     }
 
     fn history(&self, after: u64, max: usize) -> StoreResult<History> {
-        let mut con = self.conn()?;
         // One MULTI: the newest id, the oldest entry still kept, and the entries
         // after `after`, all from the same instant.
-        let (seq, oldest, entries): (Option<u64>, Value, Value) = redis::pipe()
-            .atomic()
-            .cmd("GET")
-            .arg(&self.keys.event_seq)
-            .cmd("XRANGE")
-            .arg(&self.keys.events)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XRANGE")
-            .arg(&self.keys.events)
-            .arg(format!("0-{}", after.saturating_add(1)))
-            .arg("+")
-            .arg("COUNT")
-            .arg(max.max(1))
-            .query(&mut *con)
-            .map_err(|e| classify("history", e))?;
+        let (seq, oldest, entries): (Option<u64>, Value, Value) =
+            self.with_conn("history", true, |con| {
+                redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg(&self.keys.event_seq)
+                    .cmd("XRANGE")
+                    .arg(&self.keys.events)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .cmd("XRANGE")
+                    .arg(&self.keys.events)
+                    .arg(format!("0-{}", after.saturating_add(1)))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max.max(1))
+                    .query(con)
+            })?;
         let last_event_id = seq.unwrap_or(0);
         let oldest_kept = parse_entries(oldest)?
             .first()
@@ -411,19 +442,14 @@ impl Store for RedisStore {
     }
 
     fn last_event_id(&self) -> StoreResult<u64> {
-        let mut con = self.conn()?;
-        let seq: Option<u64> = redis::cmd("GET")
-            .arg(&self.keys.event_seq)
-            .query(&mut *con)
-            .map_err(|e| classify("last event id", e))?;
+        let seq: Option<u64> = self.with_conn("last event id", true, |con| {
+            redis::cmd("GET").arg(&self.keys.event_seq).query(con)
+        })?;
         Ok(seq.unwrap_or(0))
     }
 
     fn ping(&self) -> StoreResult<()> {
-        let mut con = self.conn()?;
-        redis::cmd("PING")
-            .query::<()>(&mut *con)
-            .map_err(|e| classify("ping", e))
+        self.with_conn("ping", true, |con| redis::cmd("PING").query::<()>(con))
     }
 
     fn event_reader(&self) -> Box<dyn EventReader> {
