@@ -81,6 +81,10 @@ struct Sizes {
     storm_clients: usize,
     storm_senders: usize,
     storm_secs: u64,
+    /// How long idle clients are left before the server is weighed: longer than
+    /// tiny_http's pool keeps an idle thread (5 s), so that threads the connect
+    /// burst needed for a moment are gone and the figures are the steady state.
+    idle_settle: Duration,
 }
 
 impl Sizes {
@@ -95,6 +99,7 @@ impl Sizes {
             storm_clients: 1_000,
             storm_senders: 16,
             storm_secs: 10,
+            idle_settle: Duration::from_secs(6),
         }
     }
 
@@ -106,6 +111,7 @@ impl Sizes {
             fan_out_likes: 10,
             storm_clients: 100,
             storm_secs: 2,
+            idle_settle: Duration::from_secs(1),
             ..Sizes::full()
         }
     }
@@ -439,7 +445,7 @@ fn fan_out(
     server.wait_subscribers(n - connect_failures, report);
     // Idle clients: let the connect burst settle, then weigh the server and
     // see what it costs to do nothing with N clients (timers, scans).
-    thread::sleep(Duration::from_secs(1));
+    thread::sleep(sizes.idle_settle);
     report.memory.push((n, server.idle_snapshot(redis)));
 
     step(&format!("  {} likes to {n} clients", sizes.fan_out_likes));
@@ -2392,9 +2398,11 @@ impl Report {
         let _ = writeln!(w, "### 4. Memory of the server process\n");
         let _ = writeln!(
             w,
-            "Measured with the clients connected and idle, 3 s after the last one connected \
-             (from `/proc/PID/status` and `/proc/PID/fd`); the server's CPU is sampled over \
-             the last 2 of those seconds.\n"
+            "Measured with the clients connected and idle, {} s after the last one connected \
+             (longer than tiny_http's pool keeps an idle thread), from `/proc/PID/status` and \
+             `/proc/PID/fd`; the server's CPU is sampled over the last {} of those seconds.\n",
+            (sizes.idle_settle + IDLE_SAMPLE).as_secs(),
+            IDLE_SAMPLE.as_secs()
         );
         table_head(w, "| idle SSE clients | RSS | threads | fds | RSS per client | threads per client | fds per client | server CPU while idle |");
         let base = self.memory.first().map(|m| m.1).unwrap_or_default();
