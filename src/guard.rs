@@ -59,7 +59,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// How soon after a stream starts the guard looks again, to free the pool
 /// thread parked on it. Sooner means fewer extra threads in a burst of
 /// connects; every look costs a pass over the descriptors, so not too soon.
-const STREAM_TICK: Duration = Duration::from_millis(50);
+const STREAM_TICK: Duration = Duration::from_millis(25);
 /// Largest request head the handlers accept (431 above it). tiny_http reads a
 /// head completely before we see it, so the guard's byte budget is larger.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;

@@ -170,7 +170,9 @@ impl Wire {
         Wire {
             out,
             framing,
-            frame: Vec::with_capacity(4096),
+            // Grows to the largest write and stays there; an idle client never
+            // pays for room it does not use (memory per client is a target).
+            frame: Vec::new(),
         }
     }
 
@@ -272,7 +274,8 @@ pub fn run(
         Ok(last) => last,
         Err(_) => return End::ClientLeft,
     };
-    let mut buf = Vec::with_capacity(4096);
+    // Grows on demand, like the wire's frame buffer.
+    let mut buf = Vec::new();
     // Heartbeats are due a heartbeat period after the last write, not after the
     // last wake-up: a batch with nothing for this client (a viewer count it did
     // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
