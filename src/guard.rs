@@ -45,11 +45,11 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::error::Error;
 
@@ -77,7 +77,16 @@ pub struct Limits {
 /// Tells the guard thread what the workers are doing; cheap to clone.
 #[derive(Clone)]
 pub struct Guard {
-    tx: Option<Sender<Note>>,
+    inbox: Option<Arc<Inbox>>,
+}
+
+/// Where the workers leave their notes. The guard reads them when it looks,
+/// so a request costs a push under an uncontended lock, not a wake-up of the
+/// guard thread (context switches are what a like costs most). Only a new
+/// stream wakes it, to free that stream's pool thread soon.
+struct Inbox {
+    notes: Mutex<Vec<(Note, Instant)>>,
+    wake: Sender<()>,
 }
 
 enum Note {
@@ -100,9 +109,14 @@ impl Guard {
     ) -> Guard {
         if !cfg!(target_os = "linux") {
             // Elsewhere nothing bounds a slow request: correct for polite clients.
-            return Guard { tx: None };
+            return Guard { inbox: None };
         }
-        let (tx, rx) = unbounded();
+        // One pending wake-up is enough: the guard reads every note when it looks.
+        let (wake, woken) = bounded(1);
+        let inbox = Arc::new(Inbox {
+            notes: Mutex::new(Vec::new()),
+            wake,
+        });
         let state = State {
             port: local_addr.port(),
             nudge_to: nudge_address(local_addr),
@@ -113,14 +127,15 @@ impl Guard {
             others: HashSet::new(),
             activity: HashMap::new(),
         };
+        let reader = Arc::clone(&inbox);
         let spawned = thread::Builder::new()
             .name("guard".into())
-            .spawn(move || run(rx, state));
+            .spawn(move || run(&reader, &woken, state));
         match spawned {
-            Ok(_) => Guard { tx: Some(tx) },
+            Ok(_) => Guard { inbox: Some(inbox) },
             Err(e) => {
                 log::warn!("could not start the connection guard: {e}");
-                Guard { tx: None }
+                Guard { inbox: None }
             }
         }
     }
@@ -138,8 +153,18 @@ impl Guard {
     }
 
     fn note(&self, peer: Option<SocketAddr>, make: fn(SocketAddr) -> Note) {
-        if let (Some(tx), Some(peer)) = (&self.tx, peer) {
-            let _ = tx.send(make(peer));
+        let (Some(inbox), Some(peer)) = (&self.inbox, peer) else {
+            return;
+        };
+        let note = make(peer);
+        let is_stream = matches!(note, Note::Stream(_));
+        inbox
+            .notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((note, Instant::now()));
+        if is_stream {
+            let _ = inbox.wake.try_send(());
         }
     }
 }
@@ -183,23 +208,20 @@ struct State {
     activity: HashMap<SocketAddr, Activity>,
 }
 
-fn run(rx: Receiver<Note>, mut state: State) {
+fn run(inbox: &Inbox, woken: &Receiver<()>, mut state: State) {
     let mut next_tick = Instant::now() + TICK;
     loop {
-        match rx.recv_deadline(next_tick) {
-            Ok(note) => {
-                if matches!(note, Note::Stream(_)) {
-                    next_tick = next_tick.min(Instant::now() + STREAM_TICK);
-                }
-                state.note(note, Instant::now());
-            }
+        match woken.recv_deadline(next_tick) {
+            // A stream started: look again soon to free its pool thread.
+            Ok(()) => next_tick = next_tick.min(Instant::now() + STREAM_TICK),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
         if Instant::now() >= next_tick {
             // Everything the workers said before this look counts in it.
-            for note in rx.try_iter() {
-                state.note(note, Instant::now());
+            let notes = std::mem::take(&mut *inbox.notes.lock().unwrap_or_else(|e| e.into_inner()));
+            for (note, at) in notes {
+                state.note(note, at);
             }
             if let Err(e) = state.scan(Instant::now()) {
                 log::warn!("guard: cannot list descriptors: {e}");
