@@ -244,4 +244,24 @@ mod tests {
         assert!(a.rx.recv().is_err());
         assert_eq!(hub.subscribe().err(), Some(SubscribeError::Closed));
     }
+
+    /// A thread that panics while holding the hub's lock poisons it; the hub
+    /// carries on for everyone else (nothing under the lock can be half-done).
+    #[test]
+    fn survives_a_poisoned_lock() {
+        let hub = Hub::new(10);
+        let a = hub.subscribe().unwrap();
+        let poisoner = Arc::clone(&hub);
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.inner.lock().unwrap();
+            panic!("a writer thread dies holding the lock");
+        })
+        .join();
+        assert!(hub.inner.is_poisoned());
+        assert_eq!(hub.publish(5), 1);
+        assert_eq!(a.rx.try_recv().unwrap(), 5);
+        let b = hub.subscribe().unwrap();
+        drop(b);
+        assert_eq!(hub.len(), 1);
+    }
 }

@@ -19,6 +19,7 @@ use socket2::{Domain, Socket, Type};
 use tiny_http::{HTTPVersion, Header, Request, Response};
 
 use crate::classroom::Control;
+use crate::error::Error;
 use crate::guard::{self, Guard};
 use crate::hub::SubscribeError;
 use crate::routes::{self, App, Outcome, Reply, Visitor};
@@ -196,19 +197,19 @@ impl Worker {
 
         // A panic in a handler is contained here: logged, answered with 500,
         // and this worker carries on serving.
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let outcome = contain(|| {
             if self.stopping.load(Ordering::SeqCst) {
-                return Err(crate::error::Error::Unavailable("shutting down".into()));
+                return Err(Error::Unavailable("shutting down".into()));
             }
             routes::route(&self.app, &mut request, &visitor)
-        }));
+        });
         let reply = match outcome {
-            Ok(Ok(Outcome::Stream {
+            Ok(Outcome::Stream {
                 dialect,
                 resume,
                 viewers,
                 control,
-            })) => {
+            }) => {
                 self.start_stream(request, dialect, resume, viewers, control);
                 self.observe(&method, &path, 200, started);
                 log::debug!(
@@ -217,21 +218,12 @@ impl Worker {
                 );
                 return;
             }
-            Ok(Ok(Outcome::Reply(reply))) => reply,
-            Ok(Err(e)) => {
+            Ok(Outcome::Reply(reply)) => reply,
+            Err(e) => {
                 if e.status() >= 500 {
                     log::error!("{method} {path}: {e}");
                 }
                 Reply::error(&e)
-            }
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                log::error!("{method} {path}: handler panicked: {what}");
-                Reply::error(&crate::error::Error::Internal(what))
             }
         };
         let status = reply.status;
@@ -338,6 +330,19 @@ impl Worker {
     }
 }
 
+/// Runs a handler, turning a panic into a 500 whose detail is logged by the
+/// caller and never shown to the client. The worker thread survives it.
+fn contain<T>(handler: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(handler)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::Internal(format!("handler panicked: {what}")))
+    })
+}
+
 /// Sends a complete reply with the headers every response carries.
 fn respond(request: Request, reply: Reply, set_cookie: Option<String>) -> io::Result<()> {
     let mut response = Response::from_data(reply.body).with_status_code(reply.status);
@@ -419,4 +424,28 @@ fn jittered_retry_ms() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());
     2000 + h.finish() % 4000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panicking handler becomes a 500 that names nothing internal, and the
+    /// calling thread carries on.
+    #[test]
+    fn a_panic_becomes_a_500() {
+        let result: Result<(), Error> = contain(|| panic!("secret detail"));
+        let e = result.unwrap_err();
+        assert_eq!(e.status(), 500);
+        assert!(
+            e.to_string().contains("secret detail"),
+            "the log gets it: {e}"
+        );
+        assert_eq!(
+            e.body(),
+            r#"{"error":"internal error"}"#,
+            "the client does not"
+        );
+        assert_eq!(contain(|| Ok::<_, Error>(7)).unwrap(), 7);
+    }
 }
