@@ -177,8 +177,6 @@ impl Likeboard {
 
     fn start_command(mut cmd: Command, listen: &str, args: &[String]) -> Likeboard {
         let dir = TempDir::new("likeboard");
-        let stderr_path = dir.0.join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).unwrap();
         for (key, _) in std::env::vars() {
             if key.starts_with("LIKEBOARD_") || key == "REDIS_URL" || key == "RUST_LOG" {
                 cmd.env_remove(key);
@@ -187,11 +185,20 @@ impl Likeboard {
         cmd.env("RUST_LOG", "info")
             .args(["--listen", listen, "--write-rate", "0"])
             .args(args)
-            .current_dir(&dir.0)
-            .stdin(Stdio::null())
+            .current_dir(&dir.0);
+        Self::launch(cmd, dir)
+    }
+
+    /// Spawns `cmd` with its stderr in `dir`, and waits for its URL line.
+    fn launch(mut cmd: Command, dir: TempDir) -> Likeboard {
+        let stderr_path = dir.0.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
-        let mut child = cmd.spawn().expect("starting the likeboard binary");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", cmd.get_program()));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -202,19 +209,16 @@ impl Likeboard {
             // Keep draining so the child never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                panic!("likeboard {args:?} printed no URL; stderr:\n{log}");
-            }
-        };
-        let addr = line
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let Some(addr) = line
             .strip_prefix("listening on http://")
             .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("{cmd:?} printed {line:?}, not its URL; stderr:\n{log}");
+        };
         Likeboard {
             addr,
             child: Some(child),
@@ -704,48 +708,13 @@ impl Likeboard {
         cwd: &std::path::Path,
         args: &[&str],
     ) -> Likeboard {
-        let dir = TempDir::new("likeboard-log");
-        let stderr_path = dir.0.join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(program)
-            .env_clear()
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
             .env("RUST_LOG", "info")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let Some(addr) = line
-            .strip_prefix("listening on http://")
-            .and_then(|a| a.parse().ok())
-        else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!(
-                "{} printed {line:?}, not its URL; stderr:\n{log}",
-                program.display()
-            );
-        };
-        Likeboard {
-            addr,
-            child: Some(child),
-            stderr_path,
-            _dir: dir,
-        }
+            .current_dir(cwd);
+        Self::launch(cmd, TempDir::new("likeboard-log"))
     }
 }
 
