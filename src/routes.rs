@@ -111,6 +111,15 @@ impl Reply {
     }
 }
 
+/// Whether `req` asks for an event stream. While the server stops, these still
+/// reach the stream hand-off, which answers `200` with a retry hint: a `503`
+/// would make EventSource give up for good.
+pub fn opens_stream(app: &App, req: &Request) -> bool {
+    let path = req.url().split('?').next().unwrap_or("");
+    matches!(req.method(), Method::Get)
+        && (path == "/events" || (app.config.seed_routes && path == "/sse"))
+}
+
 /// Routes one request. `req` is mutable only to read its body.
 pub fn route(app: &App, req: &mut Request, visitor: &Visitor) -> Result<Outcome, Error> {
     check_head(req)?;

@@ -198,7 +198,8 @@ impl Worker {
         // A panic in a handler is contained here: logged, answered with 500,
         // and this worker carries on serving.
         let outcome = contain(|| {
-            if self.stopping.load(Ordering::SeqCst) {
+            let stopping = self.stopping.load(Ordering::SeqCst);
+            if stopping && !routes::opens_stream(&self.app, &request) {
                 return Err(Error::Unavailable("shutting down".into()));
             }
             routes::route(&self.app, &mut request, &visitor)

@@ -749,3 +749,58 @@ fn first_writes_after_redis_restart_succeed() {
         8
     );
 }
+
+/// While the server stops, a new event stream still gets `200` with a retry
+/// hint and is closed (a `503` would make EventSource give up for good); any
+/// other new request gets `503`; the request in flight finishes.
+#[test]
+fn streams_opened_while_stopping_are_told_to_retry() {
+    let _turn = my_turn();
+    let backend = Backend::memory();
+    let mut server = backend.start(&[]);
+    // A request in flight: its body arrives slowly, so a worker holds it and
+    // the shutdown grace period stays open meanwhile. (tiny_http reads bodies
+    // under 1 KiB itself before handing the request on: make it larger.)
+    let body = format!(
+        r#"{{"content":"{}","nickname":"{}"}}"#,
+        "a".repeat(1000),
+        "n".repeat(40)
+    );
+    let body = body.as_bytes();
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(
+        format!(
+            "POST /api/comments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    slow.write_all(&body[..5]).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGTERM);
+    thread::sleep(Duration::from_millis(100));
+
+    let mut sse = SseClient::connect(server.addr, "/events", &[])
+        .unwrap_or_else(|e| panic!("{e}; server log:\n{}", server.stderr()));
+    assert_eq!(sse.status, 200);
+    let retry: u64 = sse
+        .next_frame(WAIT)
+        .unwrap()
+        .get("retry")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2000..=6000).contains(&retry), "{retry}");
+    assert!(sse.read_to_close(WAIT), "the stream is closed");
+    assert_eq!(server.get("/healthz").status, 503);
+
+    slow.write_all(&body[5..]).unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    let reply = support::read_response(&mut std::io::BufReader::new(&slow));
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let status = server
+        .wait_exit(Duration::from_secs(3))
+        .expect("the server exited");
+    assert!(status.success(), "{status:?}");
+}
