@@ -11,8 +11,8 @@
 //! tiny_http's accept thread for good).
 //!
 //! The fix, without touching tiny_http: this thread looks at the process's
-//! connections a few times a second (through `/proc/self/fd`, each checked
-//! through a `dup` so a reused descriptor is never touched by mistake). The
+//! connections a few times a second (walking the process's descriptors, each
+//! checked through a `dup` so a reused descriptor is never touched by mistake). The
 //! workers tell it when a request arrives and when its reply is done. A
 //! connection gets [`Limits::timeout`] from its opening, or from its last
 //! request, to deliver the next request and its body, and at most
@@ -60,6 +60,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// thread parked on it. Sooner means fewer extra threads in a burst of
 /// connects; every look costs a pass over the descriptors, so not too soon.
 const STREAM_TICK: Duration = Duration::from_millis(25);
+/// How far past the highest descriptor seen a look reaches (see `State::scan`).
+const FD_MARGIN: i32 = 4096;
 /// Largest request head the handlers accept (431 above it). tiny_http reads a
 /// head completely before we see it, so the guard's byte budget is larger.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -118,6 +120,7 @@ impl Guard {
             wake,
         });
         let state = State {
+            highest_fd: 0,
             port: local_addr.port(),
             nudge_to: nudge_address(local_addr),
             limits,
@@ -196,6 +199,8 @@ struct Conn {
 }
 
 struct State {
+    /// The highest descriptor that was a socket at the last look.
+    highest_fd: i32,
     port: u16,
     /// Where to connect to nudge tiny_http's pool (our own listener).
     nudge_to: SocketAddr,
@@ -255,17 +260,22 @@ impl State {
 
     fn scan(&mut self, now: Instant) -> std::io::Result<()> {
         let mut live = HashSet::with_capacity(self.conns.len() + self.others.len());
-        for entry in std::fs::read_dir("/proc/self/fd")? {
-            let Some(fd) = entry?
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
+        // Walk descriptor numbers rather than list /proc/self/fd: listing makes
+        // the kernel build a directory entry per descriptor, which with thousands
+        // of idle streams cost more than everything else the guard does. The
+        // kernel hands out the lowest free number, so new descriptors appear at
+        // most just past the highest one seen; the margin covers a burst, and
+        // the next look reaches further if a burst filled it.
+        let end = self
+            .highest_fd
+            .saturating_add(FD_MARGIN)
+            .min(sys::fd_limit());
+        let mut highest = 0;
+        for fd in 0..end {
             let Some(inode) = sys::socket_inode(fd) else {
                 continue;
             };
+            highest = fd;
             live.insert(inode);
             if self.others.contains(&inode) {
                 continue;
@@ -293,6 +303,7 @@ impl State {
                 }
             }
         }
+        self.highest_fd = highest;
         self.conns.retain(|inode, _| live.contains(inode));
         self.others.retain(|inode| live.contains(inode));
         let peers: HashSet<SocketAddr> = self.conns.values().map(|c| c.peer).collect();
@@ -420,6 +431,19 @@ mod sys {
 
     use crate::error::Error;
 
+    /// One past the highest descriptor this process may open (RLIMIT_NOFILE).
+    pub fn fd_limit() -> i32 {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return 1024;
+        }
+        i32::try_from(lim.rlim_cur).unwrap_or(i32::MAX)
+    }
+
     /// The inode of `fd` if it is a socket.
     pub fn socket_inode(fd: i32) -> Option<u64> {
         let mut st = MaybeUninit::<libc::stat>::zeroed();
@@ -518,6 +542,9 @@ mod sys {
 
     use crate::error::Error;
 
+    pub fn fd_limit() -> i32 {
+        0
+    }
     pub fn socket_inode(_: i32) -> Option<u64> {
         None
     }
@@ -550,6 +577,7 @@ mod tests {
 
     fn state(port: u16, timeout: Duration, max_bytes: u64) -> State {
         State {
+            highest_fd: 0,
             port,
             nudge_to: SocketAddr::from(([127, 0, 0, 1], port)),
             limits: Limits { timeout, max_bytes },
