@@ -36,8 +36,9 @@
 //!
 //! - Only `store/redis.rs` imports redis; only `server.rs` and `routes.rs`
 //!   import tiny_http.
-//! - Handlers never broadcast; only the pump publishes, so every instance sends
-//!   the same events in the same order with the same ids.
+//! - Handlers never broadcast; only the pump publishes events, so every instance
+//!   sends the same events in the same order with the same ids. (The viewers
+//!   thread publishes too, but only an id-less count that never enters replay.)
 //! - The hub never blocks on a client: a full channel drops that client.
 //! - User text reaches the page only through autoescaped `.html` templates or
 //!   `textContent`, under a CSP that forbids inline script.
