@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{raise_fd_limit, visitor, Backend, Frame, Likeboard, SseClient};
+use support::{find, raise_fd_limit, visitor, Backend, Frame, Likeboard, SseClient};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -186,13 +186,7 @@ fn two_instances_deliver_identical_sequences() {
                 for k in 0..50u64 {
                     let v = visitor(instance as u64 * 1_000_000 + t * 1000 + k);
                     let id = comments[((t + k) % 3) as usize];
-                    let r = support::http(
-                        addr,
-                        "POST",
-                        &format!("/api/comments/{id}/like"),
-                        &[("Cookie", &format!("lb_visitor={v}"))],
-                        b"",
-                    );
+                    let r = support::like_at(addr, "POST", id, &v);
                     assert_eq!(r.status, 200, "{}", r.text());
                     if t == 0 && k == 25 {
                         let r = support::http(
@@ -277,13 +271,7 @@ both_backends!(
                         for k in 0..5u64 {
                             let v = visitor(round * 1000 + t * 10 + k);
                             let id = comments[(k % 2) as usize];
-                            let r = support::http(
-                                addr,
-                                "POST",
-                                &format!("/api/comments/{id}/like"),
-                                &[("Cookie", &format!("lb_visitor={v}"))],
-                                b"",
-                            );
+                            let r = support::like_at(addr, "POST", id, &v);
                             assert_eq!(r.status, 200, "{}", r.text());
                         }
                     })
@@ -508,10 +496,6 @@ impl ReconnectingClient {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Moves every complete chunk from `raw` to `body`; true at the zero chunk.
 fn dechunk(raw: &mut Vec<u8>, body: &mut Vec<u8>) -> bool {
     loop {
@@ -537,15 +521,7 @@ fn dechunk(raw: &mut Vec<u8>, body: &mut Vec<u8>) -> bool {
 fn next_block(body: &mut Vec<u8>) -> Option<Frame> {
     let end = find(body, b"\n\n")?;
     let raw = String::from_utf8(body.drain(..end + 2).collect()).expect("UTF-8 frame");
-    let fields = raw
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with(':'))
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap_or((l, ""));
-            (k.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string())
-        })
-        .collect();
-    Some(Frame { raw, fields })
+    Some(Frame::parse(raw))
 }
 
 /// A reconnecting client whose instance is SIGKILLed and restarted ends with every event once.

@@ -191,8 +191,7 @@ both_backends!(
             .map(|t| {
                 std::thread::spawn(move || {
                     for i in 0..100u64 {
-                        let cookie = format!("lb_visitor={}", visitor(1 + t * 1000 + i));
-                        let r = support::http(addr, "POST", &format!("/api/comments/{id}/like"), &[("Cookie", &cookie)], b"");
+                        let r = support::like_at(addr, "POST", id, &visitor(1 + t * 1000 + i));
                         assert_eq!(r.status, 200, "{}", r.text());
                     }
                 })

@@ -308,14 +308,7 @@ impl Likeboard {
 
     /// Likes (or with `DELETE`, unlikes) as the visitor with this cookie value.
     pub fn like(&self, method: &str, id: u64, visitor: &str) -> Response {
-        let cookie = format!("lb_visitor={visitor}");
-        http(
-            self.addr,
-            method,
-            &format!("/api/comments/{id}/like"),
-            &[("Cookie", &cookie)],
-            b"",
-        )
+        like_at(self.addr, method, id, visitor)
     }
 }
 
@@ -328,6 +321,19 @@ impl Drop for Likeboard {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Likes (`POST`) or unlikes (`DELETE`) comment `id` as the visitor with this
+/// cookie value, at `addr` (for threads that hold only the address).
+pub fn like_at(addr: SocketAddr, method: &str, id: u64, visitor: &str) -> Response {
+    let cookie = format!("lb_visitor={visitor}");
+    http(
+        addr,
+        method,
+        &format!("/api/comments/{id}/like"),
+        &[("Cookie", &cookie)],
+        b"",
+    )
 }
 
 /// A visitor id in the cookie's format (32 hex digits) derived from `n`.
@@ -473,6 +479,19 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// Parses one complete block (ending in its blank line).
+    pub fn parse(raw: String) -> Frame {
+        let fields = raw
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with(':'))
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap_or((l, ""));
+                (k.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string())
+            })
+            .collect();
+        Frame { raw, fields }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
@@ -622,15 +641,7 @@ impl SseClient {
                 let raw = String::from_utf8(self.body[self.pos..self.pos + end + 2].to_vec())
                     .expect("UTF-8 frame");
                 self.pos += end + 2;
-                let fields = raw
-                    .lines()
-                    .filter(|l| !l.is_empty() && !l.starts_with(':'))
-                    .map(|l| {
-                        let (k, v) = l.split_once(':').unwrap_or((l, ""));
-                        (k.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string())
-                    })
-                    .collect();
-                return Some(Frame { raw, fields });
+                return Some(Frame::parse(raw));
             }
             if Instant::now() >= deadline
                 || !self.fill(deadline) && (self.closed || Instant::now() >= deadline)
@@ -662,7 +673,8 @@ impl SseClient {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first occurs in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
