@@ -60,6 +60,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// thread parked on it. Sooner means fewer extra threads in a burst of
 /// connects; every look costs a pass over the descriptors, so not too soon.
 const STREAM_TICK: Duration = Duration::from_millis(25);
+/// How long a stream's note waits for the guard to find its connection.
+const STREAM_NOTE_KEPT: Duration = Duration::from_secs(60);
 /// How far past the highest descriptor seen a look reaches (see `State::scan`).
 const FD_MARGIN: i32 = 4096;
 /// Largest request head the handlers accept (431 above it). tiny_http reads a
@@ -285,7 +287,7 @@ impl State {
                 continue;
             }
             match sys::client_peer(fd, inode, self.port) {
-                Some(peer) => {
+                Some(Some(peer)) => {
                     self.conns.insert(
                         inode,
                         Conn {
@@ -298,9 +300,11 @@ impl State {
                         },
                     );
                 }
-                None => {
+                Some(None) => {
                     self.others.insert(inode);
                 }
+                // Could not tell (it closed meanwhile): look again next time.
+                None => {}
             }
         }
         self.highest_fd = highest;
@@ -309,8 +313,14 @@ impl State {
         let peers: HashSet<SocketAddr> = self.conns.values().map(|c| c.peer).collect();
         // Forget what was said about connections that are gone (kept briefly, as
         // a note can arrive before the guard first sees its connection).
+        // A stream's note is kept longer: forgetting it would put a live stream
+        // under request deadlines if its connection were missed for a while.
         self.activity.retain(|peer, a| {
-            peers.contains(peer) || a.busy > 0 || now.duration_since(a.last) < 4 * TICK
+            let age = now.duration_since(a.last);
+            peers.contains(peer)
+                || a.busy > 0
+                || age < 4 * TICK
+                || (a.stream && age < STREAM_NOTE_KEPT)
         });
 
         let line_is_free = self.in_flight.load(Ordering::SeqCst) < self.workers;
@@ -457,12 +467,25 @@ mod sys {
     }
 
     /// The peer of `fd` if it is a connection accepted on `port`.
-    pub fn client_peer(fd: i32, inode: u64, port: u16) -> Option<SocketAddr> {
+    /// `Some(Some(peer))` for a connection accepted on `port`, `Some(None)` for
+    /// a socket that is certainly something else (another port, the listener),
+    /// `None` when it cannot be told now (closed meanwhile): ask again next look.
+    pub fn client_peer(fd: i32, inode: u64, port: u16) -> Option<Option<SocketAddr>> {
         let socket = Pinned::new(fd, inode)?;
         let sock = SockRef::from(&socket.0);
-        let local = sock.local_addr().ok()?.as_socket()?;
-        let peer = sock.peer_addr().ok()?.as_socket()?;
-        (local.port() == port).then_some(peer)
+        let Some(local) = sock.local_addr().ok()?.as_socket() else {
+            return Some(None); // not an internet socket
+        };
+        if local.port() != port {
+            return Some(None);
+        }
+        // On our port: a connection has a peer; the listener (or a connection
+        // already torn down) has none.
+        match sock.peer_addr() {
+            Ok(peer) => Some(peer.as_socket()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Some(None),
+            Err(_) => None,
+        }
     }
 
     /// Our own duplicate of a descriptor, confirmed to be the same socket: it
@@ -548,7 +571,7 @@ mod sys {
     pub fn socket_inode(_: i32) -> Option<u64> {
         None
     }
-    pub fn client_peer(_: i32, _: u64, _: u16) -> Option<SocketAddr> {
+    pub fn client_peer(_: i32, _: u64, _: u16) -> Option<Option<SocketAddr>> {
         None
     }
     pub struct Pinned;
@@ -653,13 +676,30 @@ mod tests {
         let (server_side, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         let mut parked = server_side.try_clone().unwrap();
-        let reader = thread::spawn(move || parked.read(&mut [0u8; 16]));
+        // Bounded: a guard that failed to release would fail the test, not hang it.
+        parked
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let reader = thread::spawn(move || {
+            let result = parked.read(&mut [0u8; 16]);
+            let _ = done_tx.send(());
+            result
+        });
         let mut state = state(port, Duration::from_millis(10), 1 << 20);
         let now = Instant::now();
         state.note(Note::Busy(peer), now);
         state.note(Note::Stream(peer), now);
         state.note(Note::Done(peer), now);
-        state.scan(now + Duration::from_secs(5)).unwrap();
+        // The guard looks again and again in the server; allow it a few looks.
+        for look in 0..3u32 {
+            state
+                .scan(now + Duration::from_secs(5 + u64::from(look)))
+                .unwrap();
+            if done_rx.recv_timeout(Duration::from_secs(1)).is_ok() {
+                break;
+            }
+        }
         assert_eq!(
             reader.join().unwrap().unwrap(),
             0,
