@@ -30,6 +30,8 @@ pub enum Error {
     TooManyRequests { retry_after: u64 },
     /// 431: too many header fields, or too many bytes of them.
     HeaderTooLarge,
+    /// 505: an HTTP version we do not speak (sent by the server or the guard).
+    VersionNotSupported,
     /// 503: the store cannot be reached; the client may retry.
     Unavailable(String),
     /// 500: a bug or unexpected data; the detail is logged, not shown.
@@ -49,6 +51,7 @@ impl Error {
             Error::UnsupportedMediaType => 415,
             Error::TooManyRequests { .. } => 429,
             Error::HeaderTooLarge => 431,
+            Error::VersionNotSupported => 505,
             Error::Unavailable(_) => 503,
             Error::Internal(_) => 500,
         }
@@ -69,9 +72,45 @@ impl Error {
             Error::TooManyRequests { retry_after } => {
                 format!("too many writes; retry in {retry_after} s")
             }
+            Error::VersionNotSupported => {
+                "likeboard speaks HTTP/1.1 and HTTP/1.0 only".to_string()
+            }
             Error::Unavailable(_) => "storage is unavailable; try again shortly".to_string(),
             Error::Internal(_) => "internal error".to_string(),
         }
+    }
+
+    /// The reason phrase of the status line, for replies written raw.
+    pub fn reason(&self) -> &'static str {
+        match self.status() {
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            413 => "Content Too Large",
+            414 => "URI Too Long",
+            415 => "Unsupported Media Type",
+            429 => "Too Many Requests",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            505 => "HTTP Version Not Supported",
+            _ => "Internal Server Error",
+        }
+    }
+
+    /// The whole reply as bytes, for the few places that write it raw on a
+    /// connection (the guard, and the server for a version tiny_http would
+    /// answer in kind): status line, JSON body, and `Connection: close`.
+    pub fn raw_reply(&self) -> Vec<u8> {
+        let body = self.body();
+        format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.status(),
+            self.reason(),
+            body.len()
+        )
+        .into_bytes()
     }
 
     /// The JSON body for this error.

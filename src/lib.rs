@@ -49,6 +49,7 @@ pub mod classroom;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod huge_alloc;
 pub mod hub;
 pub mod input;
 pub mod limits;
@@ -62,6 +63,11 @@ pub mod sse;
 pub mod store;
 pub mod viewers;
 pub mod watchdog;
+
+/// Huge blocks are mapped lazily: a body that declares a terabyte must not be
+/// able to abort the process (see `huge_alloc.rs`).
+#[global_allocator]
+static ALLOCATOR: huge_alloc::HugeAlloc = huge_alloc::HugeAlloc;
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;

@@ -71,7 +71,7 @@ fn read_number(path: &str) -> Option<u64> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn rlimit(resource: libc::__rlimit_resource_t) -> Option<(u64, u64)> {
+pub(crate) fn rlimit(resource: libc::__rlimit_resource_t) -> Option<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

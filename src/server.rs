@@ -7,7 +7,9 @@
 //! writes the stream until the client leaves. Only this module and `routes.rs`
 //! import tiny_http.
 
-use std::io;
+mod body;
+
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,7 +22,7 @@ use tiny_http::{HTTPVersion, Header, Request, Response};
 
 use crate::classroom::Control;
 use crate::error::Error;
-use crate::guard::{self, Guard};
+use crate::guard::{self, Guard, Hold};
 use crate::hub::SubscribeError;
 use crate::routes::{self, App, Outcome, Reply, Visitor};
 use crate::sse::{self, Dialect, End, Framing, Resume, StreamOptions, Wire};
@@ -74,6 +76,7 @@ impl Server {
         let listener = bind(app.config.listen)?;
         let addr = listener.local_addr()?;
         let probe = listener.try_clone().ok();
+        let watched = listener.try_clone()?;
         let http = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| io::Error::other(format!("starting tiny_http: {e}")))?;
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -82,7 +85,7 @@ impl Server {
             // A full head, a full body, and room for the 431 to be ours.
             max_bytes: (4 * guard::MAX_HEAD_BYTES + routes::BODY_LIMIT) as u64,
         };
-        let guard = Guard::start(addr, limits, Arc::clone(&in_flight), app.config.workers);
+        let guard = Guard::start(&watched, limits, Arc::clone(&in_flight), app.config.workers);
         Ok(Server {
             http: Arc::new(http),
             addr,
@@ -175,14 +178,21 @@ impl Worker {
             };
             let peer = request.remote_addr().copied();
             self.in_flight.fetch_add(1, Ordering::SeqCst);
-            self.guard.busy(peer);
-            self.handle(request);
-            self.guard.done(peer);
+            // Held until the reply is written: the guard then knows a worker may
+            // write to this connection, and never writes over it.
+            let hold = self.guard.request(peer);
+            // Everything a request does, dropping it included (tiny_http discards
+            // an unread body there), runs contained: this worker survives it.
+            let handled = catch_unwind(AssertUnwindSafe(|| self.handle(request, peer, &hold)));
+            if handled.is_err() {
+                log::error!("a request panicked outside its handler; the worker carries on");
+            }
+            drop(hold);
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    fn handle(&self, mut request: Request) {
+    fn handle(&self, mut request: Request, peer: Option<SocketAddr>, hold: &Hold) {
         let started = Instant::now();
         let method = request.method().to_string();
         let path: String = request
@@ -194,10 +204,26 @@ impl Worker {
             .take(200)
             .collect();
         let (visitor, set_cookie) = visitor_of(&request);
+        if *request.http_version() < HTTPVersion(1, 0) {
+            // tiny_http would answer HTTP/0.9 in kind, a status line 0.9 never had.
+            let mut writer = request.into_writer();
+            let _ = writer.write_all(&Error::VersionNotSupported.raw_reply());
+            let _ = writer.flush();
+            self.guard.shut_read(peer, hold);
+            self.observe(&method, &path, 505, started);
+            return;
+        }
+        let body = body::Body::of(&request);
+        if body.unbuffered() {
+            // tiny_http would read what is left of this body on this thread when
+            // the request is dropped (see body.rs): end the reading first.
+            self.guard.shut_read(peer, hold);
+        }
 
         // A panic in a handler is contained here: logged, answered with 500,
         // and this worker carries on serving.
         let outcome = contain(|| {
+            body.check()?;
             let stopping = self.stopping.load(Ordering::SeqCst);
             if stopping && !routes::opens_stream(&self.app, &request) {
                 return Err(Error::Unavailable("shutting down".into()));
@@ -211,7 +237,7 @@ impl Worker {
                 viewers,
                 control,
             }) => {
-                self.start_stream(request, dialect, resume, viewers, control);
+                self.start_stream(request, peer, dialect, resume, viewers, control);
                 self.observe(&method, &path, 200, started);
                 log::debug!(
                     "{method} {path} -> stream ({} ms)",
@@ -251,6 +277,7 @@ impl Worker {
     fn start_stream(
         &self,
         request: Request,
+        peer: Option<SocketAddr>,
         dialect: Dialect,
         resume: Resume,
         viewers: bool,
@@ -261,10 +288,10 @@ impl Worker {
         } else {
             Framing::Chunked
         };
-        let peer = request.remote_addr().copied();
         // Long-lived by design: the guard exempts it from deadlines, and shuts its
-        // read half so tiny_http's pool thread parked on it is freed.
-        self.guard.stream(peer);
+        // read half so tiny_http's pool thread parked on it is freed. The hold
+        // lives as long as the socket, and is dropped just before it.
+        let hold = self.guard.stream(peer);
         let subscription = self.app.hub.subscribe();
         let mut wire = Wire::new(request.into_writer(), framing);
         let sub = match subscription {
@@ -278,6 +305,7 @@ impl Worker {
                 let _ = wire.start(&sse::head(framing, ""));
                 let _ = wire.send(&sse::retry_field(jittered_retry_ms()));
                 let _ = wire.finish();
+                drop(hold);
                 return;
             }
         };
@@ -319,6 +347,7 @@ impl Worker {
                     let _ = wire.finish();
                 }
                 drop(sub);
+                drop(hold);
                 drop(wire);
                 streams.fetch_sub(1, Ordering::SeqCst);
                 log::info!("SSE client disconnected ({} now)", app.hub.len());

@@ -51,23 +51,12 @@ pub fn spawn(listener: TcpListener, on_dead: impl FnOnce(String) + Send + 'stati
     }
 }
 
-/// Connections waiting in the listener's accept queue (Linux only).
+/// Connections waiting in the listener's accept queue (Linux only):
+/// `TCP_INFO` on a listener reports its accept queue in `tcpi_unacked`.
 #[cfg(target_os = "linux")]
 fn queued(listener: &TcpListener) -> Option<u32> {
     use std::os::fd::AsRawFd;
-    // SAFETY: TCP_INFO fills a tcp_info of the length we pass.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        );
-        (rc == 0).then_some(info.tcpi_unacked)
-    }
+    crate::guard::sys::tcp_info(listener.as_raw_fd()).map(|(info, _)| info.tcpi_unacked)
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -1,0 +1,571 @@
+//! The connection guard: one thread that watches every client connection and
+//! covers for what tiny_http 0.12 lacks or gets wrong. Its jobs, a file each:
+//!
+//! - [`deadline`]: a deadline and a byte budget for every request (slowloris,
+//!   endless headers), answered `408`/`431` or cut.
+//! - [`release`]: what workers tell the guard, keyed safely; freeing the pool
+//!   thread parked on an event stream (and shutting a read half on demand).
+//! - [`rescue`]: connections tiny_http's pool forgot (a lost wake-up), nudged.
+//! - [`heads`]: request heads tiny_http read but will never serve (HTTP/2 and
+//!   later, bare-LF lines), answered `505`/`400`.
+//! - `sys`: the raw descriptor calls, each wrapped once.
+//!
+//! How it sees connections: it walks the process's descriptor numbers, knows
+//! each socket by its inode (unique while it is open), and acts only through
+//! its own duplicate of a descriptor, checked to be the same socket. The
+//! kernel's counters for each connection (`TCP_INFO`, `FIONREAD`) say what it
+//! received, what tiny_http read and what we sent, which is all the deadlines,
+//! the rescue and the head checks need. Workers add only what the kernel cannot
+//! know: that a worker holds a request of a connection, or that it now carries
+//! an event stream.
+//!
+//! When it looks: at least every [`TICK`]; [`rescue::QUICK`] after a new
+//! connection arrives (it polls the listener) and every `QUICK` while some
+//! connection has never been read from; and at once when a worker asks it to
+//! free a stream's thread or to end a read half.
+//!
+//! The guard writes a few raw HTTP replies (`408`, `431`, `400`, `505`) on
+//! connections where nothing else was ever written; it knows no tiny_http types.
+
+mod deadline;
+mod heads;
+mod release;
+mod rescue;
+#[cfg(target_os = "linux")]
+pub(crate) mod sys;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use deadline::Limits;
+pub use release::Hold;
+
+use release::{Ask, Note};
+
+/// The slowest the guard looks: a deadline is enforced at most this much late.
+const TICK: Duration = Duration::from_millis(250);
+/// How far past the last live descriptor a walk reaches: new descriptors take
+/// the lowest free numbers, so they appear just past those in use.
+const FD_MARGIN: i32 = 64;
+/// How long a connection the guard ended may stay open before it shuts both
+/// directions: tiny_http closes one whose reading ended at once, unless its
+/// thread is stuck (see `heads.rs`), and then only this shows the client an end.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+/// How long a worker waits for the guard to end a read half.
+const SHUT_READ_WAIT: Duration = Duration::from_secs(1);
+/// Largest request head the handlers accept (431 above it). tiny_http reads a
+/// head completely before we see it, so the guard's byte budget is larger.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Tells the guard thread what the workers are doing; cheap to clone.
+#[derive(Clone)]
+pub struct Guard {
+    inbox: Option<Arc<Inbox>>,
+}
+
+/// Where the workers leave their notes. The guard reads them when it looks, so
+/// a request costs a push under an uncontended lock, not a wake-up of the guard
+/// thread; only notes that want an answer soon write to `wake`.
+struct Inbox {
+    notes: Mutex<Vec<Note>>,
+    /// One end of a socket pair the guard polls; a byte on it means "look now".
+    wake: Mutex<UnixStream>,
+}
+
+impl Guard {
+    /// Starts the guard thread for connections accepted on `listener`.
+    /// `in_flight` and `workers` tell it whether a request may be waiting in
+    /// tiny_http's queue for a worker.
+    pub fn start(
+        listener: &TcpListener,
+        limits: Limits,
+        in_flight: Arc<AtomicUsize>,
+        workers: usize,
+    ) -> Guard {
+        #[cfg(target_os = "linux")]
+        {
+            match Looker::new(listener, limits, in_flight, workers) {
+                Ok((looker, inbox)) => {
+                    let spawned = thread::Builder::new()
+                        .name("guard".into())
+                        .spawn(move || looker.run());
+                    match spawned {
+                        Ok(_) => return Guard { inbox: Some(inbox) },
+                        Err(e) => log::warn!("could not start the connection guard: {e}"),
+                    }
+                }
+                Err(e) => log::warn!("could not start the connection guard: {e}"),
+            }
+            Guard { inbox: None }
+        }
+        // Elsewhere nothing bounds a slow request: correct for polite clients.
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (listener, limits, in_flight, workers);
+            Guard { inbox: None }
+        }
+    }
+
+    /// A worker took a request from `peer`; keep the `Hold` until it is answered.
+    pub fn request(&self, peer: Option<SocketAddr>) -> Hold {
+        self.note(peer, Ask::Request, false)
+    }
+
+    /// `peer`'s connection now carries an event stream: the guard frees the
+    /// pool thread parked on it and exempts it from deadlines. Keep the `Hold`
+    /// for the stream's life, and drop it before the socket.
+    pub fn stream(&self, peer: Option<SocketAddr>) -> Hold {
+        self.note(peer, Ask::Stream, true)
+    }
+
+    /// Ends the reading of the connection that `hold` (this worker's request)
+    /// came on, and waits until it is done (at most about a second). Used before
+    /// answering a request whose body we will not read: tiny_http 0.12 would
+    /// otherwise read the rest on this thread while dropping the request.
+    pub fn shut_read(&self, peer: Option<SocketAddr>, hold: &Hold) {
+        let (Some(inbox), Some(peer), Some(weak)) = (&self.inbox, peer, hold.weak()) else {
+            return;
+        };
+        let (done, finished) = crossbeam_channel::bounded(1);
+        inbox.push(
+            Note {
+                peer,
+                hold: weak,
+                ask: Ask::ShutRead { done },
+                at: Instant::now(),
+            },
+            true,
+        );
+        if finished.recv_timeout(SHUT_READ_WAIT).is_err() {
+            log::warn!("guard: could not end the reading of {peer} in time");
+        }
+    }
+
+    fn note(&self, peer: Option<SocketAddr>, ask: Ask, wake: bool) -> Hold {
+        let (Some(inbox), Some(peer)) = (&self.inbox, peer) else {
+            return Hold::none();
+        };
+        let (hold, weak) = Hold::new();
+        inbox.push(
+            Note {
+                peer,
+                hold: weak,
+                ask,
+                at: Instant::now(),
+            },
+            wake,
+        );
+        hold
+    }
+}
+
+impl Inbox {
+    fn push(&self, note: Note, wake: bool) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(note);
+        if wake {
+            // Non-blocking: a full socket already holds a wake-up.
+            let _ = self.wake.lock().unwrap_or_else(|e| e.into_inner()).write(&[1]);
+        }
+    }
+
+    fn take(&self) -> Vec<Note> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One client connection, keyed by its socket's inode.
+#[cfg(target_os = "linux")]
+struct Conn {
+    /// Descriptor numbers where the socket was seen at the last walk (tiny_http
+    /// holds two per connection: its read and write halves).
+    fds: Vec<i32>,
+    peer: SocketAddr,
+    clock: Option<deadline::Clock>,
+    /// A worker holds a request of it (it may write a reply any moment).
+    busy: Option<Weak<()>>,
+    /// It carries an event stream, already released: left alone while alive.
+    stream: Option<Weak<()>>,
+    /// Its counters at the last look (`None` before the first).
+    last: Option<sys::Counters>,
+    /// Since when its unread bytes have waited with nobody reading (rescue).
+    unread_since: Option<Instant>,
+    /// When the guard ended it (answered, or its reading shut).
+    cut: Option<Instant>,
+    /// Both directions were shut after [`CUT_GRACE`]: nothing more to do.
+    closed: bool,
+}
+
+/// The guard thread's state; only that thread touches it.
+#[cfg(target_os = "linux")]
+struct Looker {
+    inbox: Arc<Inbox>,
+    /// Polled with the listener: a byte here means "look now".
+    woken: UnixStream,
+    /// Our duplicate of the listening socket: readable when a connection arrives.
+    listener: TcpListener,
+    port: u16,
+    /// Where to connect to nudge tiny_http's pool (our own listener).
+    nudge_to: SocketAddr,
+    limits: Limits,
+    in_flight: Arc<AtomicUsize>,
+    workers: usize,
+    conns: HashMap<u64, Conn>,
+    /// Sockets that are not client connections (the listener, Redis, ...).
+    others: HashSet<u64>,
+    /// Streams whose only descriptor is known: the walk skips that number while
+    /// the stream's `Hold` lives (it cannot be closed and reused before).
+    settled: HashMap<i32, (u64, Weak<()>)>,
+    /// Notes not matched yet (their connection not seen yet, or ambiguous).
+    pending: Vec<Note>,
+    /// The highest descriptor in use at the last walk.
+    highest_fd: i32,
+    /// Connections the last walk found that it did not know.
+    walked_new: usize,
+    /// The last look at which every worker was busy: a request read before
+    /// then may still be waiting for one.
+    line_full_at: Option<Instant>,
+}
+
+#[cfg(target_os = "linux")]
+impl Looker {
+    fn new(
+        listener: &TcpListener,
+        limits: Limits,
+        in_flight: Arc<AtomicUsize>,
+        workers: usize,
+    ) -> std::io::Result<(Looker, Arc<Inbox>)> {
+        let local = listener.local_addr()?;
+        let (wake, woken) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
+        let inbox = Arc::new(Inbox {
+            notes: Mutex::new(Vec::new()),
+            wake: Mutex::new(wake),
+        });
+        let looker = Looker {
+            inbox: Arc::clone(&inbox),
+            woken,
+            listener: listener.try_clone()?,
+            port: local.port(),
+            nudge_to: rescue::nudge_address(local),
+            limits,
+            in_flight,
+            workers,
+            conns: HashMap::new(),
+            others: HashSet::new(),
+            settled: HashMap::new(),
+            pending: Vec::new(),
+            highest_fd: 0,
+            walked_new: 0,
+            line_full_at: None,
+        };
+        Ok((looker, inbox))
+    }
+
+    fn run(mut self) {
+        use std::os::fd::AsRawFd;
+        let mut next_full = Instant::now();
+        let mut watch_listener = true;
+        loop {
+            let now = Instant::now();
+            if now >= next_full {
+                let found = self.look(now, true);
+                // A look that found new connections may have raced tiny_http's
+                // accept loop (a connection accepted just behind the walk, with
+                // the accept queue already empty): look again soon.
+                let again = if found > 0 { rescue::QUICK } else { TICK };
+                next_full = Instant::now() + again;
+                watch_listener = true;
+            } else if self.watching() {
+                self.look(now, false);
+            }
+            let now = Instant::now();
+            let mut wait = next_full.saturating_duration_since(now);
+            if self.watching() {
+                wait = wait.min(rescue::QUICK);
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.woken.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.listener.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let count = if watch_listener { 2 } else { 1 };
+            let ms = wait.as_millis().clamp(1, 1000) as libc::c_int;
+            // SAFETY: poll reads and writes `count` pollfds we own.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), count, ms) };
+            if n <= 0 {
+                continue;
+            }
+            if fds[0].revents != 0 {
+                // A worker wants an answer soon: look now.
+                let mut sink = [0u8; 64];
+                while matches!((&self.woken).read(&mut sink), Ok(n) if n > 0) {}
+                next_full = Instant::now();
+            }
+            if count == 2 && fds[1].revents != 0 {
+                // A connection arrived. tiny_http accepts it within moments; look
+                // once that is done, and leave the listener alone until then (it
+                // stays readable while the connection waits to be accepted).
+                next_full = next_full.min(Instant::now() + rescue::QUICK);
+                watch_listener = false;
+            }
+        }
+    }
+
+    /// Whether some connection has never been read from (the rescue watches those).
+    fn watching(&self) -> bool {
+        self.conns.values().any(|c| c.watched())
+    }
+
+    /// One look. A full look walks the descriptors and does every job; a quick
+    /// one only checks the connections that were never read from.
+    /// Returns how many connections the walk found that it did not know.
+    fn look(&mut self, now: Instant, full: bool) -> usize {
+        let line_full = self.in_flight.load(Ordering::SeqCst) >= self.workers;
+        if line_full {
+            self.line_full_at = Some(now);
+        }
+        if full {
+            let notes = self.inbox.take();
+            self.pending.extend(notes);
+            self.walk(now);
+            self.match_notes(now);
+        }
+        // A request read before the last look at which every worker was busy
+        // may still wait in tiny_http's queue: never write over it.
+        let queued_since = self.line_full_at;
+        let found = if full { self.walked_new } else { 0 };
+        let mut forgotten = 0;
+        let mut settle = Vec::new();
+        for (&inode, conn) in self.conns.iter_mut() {
+            if let Some(stream) = &conn.stream {
+                // Released. Once only its writer's descriptor is left, the walk
+                // can skip that number for the stream's life.
+                if full && conn.fds.len() == 1 && stream.strong_count() > 0 {
+                    settle.push((conn.fds[0], inode, stream.clone()));
+                }
+                continue;
+            }
+            if conn.closed || (!full && !conn.watched()) {
+                continue;
+            }
+            let Some(&fd) = conn.fds.first() else {
+                continue;
+            };
+            let Some(socket) = sys::Pinned::new(fd, inode) else {
+                continue; // closed since the walk; the next walk forgets it
+            };
+            let Some(c) = socket.counters() else {
+                continue; // a kernel before 4.19: no counters, nothing enforced
+            };
+            if conn.busy.as_ref().is_some_and(|w| w.strong_count() == 0) {
+                conn.busy = None;
+            }
+            conn.last = Some(c);
+            let clock = conn.clock.get_or_insert_with(|| deadline::Clock::new(now, &c));
+            clock.observe(now, &c);
+            if let Some(at) = conn.cut {
+                if now.saturating_duration_since(at) > CUT_GRACE {
+                    socket.shut_both();
+                    conn.closed = true;
+                }
+                continue;
+            }
+            if rescue::forgotten(&c, &mut conn.unread_since, now) {
+                log::debug!("guard: {} forgotten ({c:?}, fds {:?})", conn.peer, conn.fds);
+                forgotten += 1;
+            }
+            if !full {
+                continue;
+            }
+            let busy = conn.busy.is_some();
+            let quiet = Duration::from_millis(u64::from(c.quiet_ms));
+            let may_be_queued = queued_since
+                .is_some_and(|at| now.saturating_duration_since(at) <= quiet + TICK);
+            if let Some(error) = heads::judge(&c, clock, busy, may_be_queued, &conn.fds) {
+                log::info!("guard: {} from {}: answered and closed", error, conn.peer);
+                socket.answer(&error.raw_reply());
+                conn.cut = Some(now);
+                continue;
+            }
+            match clock.verdict(now, &c, &self.limits, busy, may_be_queued) {
+                deadline::Verdict::Fine => {}
+                deadline::Verdict::Refuse(error) => {
+                    log::info!("guard: {} from {}: closing", error, conn.peer);
+                    socket.answer(&error.raw_reply());
+                    conn.cut = Some(now);
+                }
+                deadline::Verdict::ShutRead => {
+                    log::debug!("guard: ending the reading of {} (over its limits)", conn.peer);
+                    socket.shut_read();
+                    conn.cut = Some(now);
+                }
+            }
+        }
+        for (fd, inode, hold) in settle {
+            self.conns.remove(&inode);
+            self.settled.insert(fd, (inode, hold));
+        }
+        if forgotten > 0 {
+            log::debug!("guard: nudging tiny_http's pool for {forgotten} forgotten connection(s)");
+            for _ in 0..forgotten.min(rescue::MAX_NUDGES) {
+                rescue::nudge(self.nudge_to);
+            }
+        }
+        found
+    }
+
+    /// Walks the descriptor numbers, learning new sockets and forgetting closed
+    /// ones. Numbers rather than a listing of /proc/self/fd: listing makes the
+    /// kernel build a directory entry per descriptor, which with thousands of
+    /// streams costs more than everything else the guard does.
+    fn walk(&mut self, now: Instant) {
+        self.walked_new = 0;
+        let mut live = HashSet::with_capacity(self.conns.len() + self.others.len());
+        let mut seen: HashMap<u64, Vec<i32>> = HashMap::new();
+        let limit = sys::fd_limit();
+        let mut last_live = 0;
+        let mut fd = 0;
+        while fd < limit && fd <= self.highest_fd.max(last_live) + FD_MARGIN {
+            let this = fd;
+            fd += 1;
+            if let Some((inode, hold)) = self.settled.get(&this) {
+                if hold.strong_count() > 0 {
+                    live.insert(*inode);
+                    last_live = this;
+                    continue;
+                }
+                self.settled.remove(&this); // the stream ended: the number is free again
+            }
+            let Some(inode) = sys::socket_inode(this) else {
+                continue;
+            };
+            last_live = this;
+            live.insert(inode);
+            if self.others.contains(&inode) {
+                continue;
+            }
+            if self.conns.contains_key(&inode) {
+                seen.entry(inode).or_default().push(this);
+                continue;
+            }
+            let Some(socket) = sys::Pinned::new(this, inode) else {
+                continue;
+            };
+            match socket.kind(self.port) {
+                Some(sys::Kind::Client(peer)) => {
+                    self.walked_new += 1;
+                    seen.entry(inode).or_default().push(this);
+                    self.conns.insert(inode, Conn::new(peer));
+                }
+                Some(sys::Kind::Other) => {
+                    self.others.insert(inode);
+                }
+                None => {} // could not tell (closing): look again next time
+            }
+        }
+        self.highest_fd = last_live;
+        self.conns.retain(|inode, conn| match seen.remove(inode) {
+            Some(fds) => {
+                conn.fds = fds;
+                true
+            }
+            None => false,
+        });
+        self.others.retain(|inode| live.contains(inode));
+        let _ = now;
+    }
+
+    /// Matches the pending notes to connections (see `release.rs` for why this
+    /// cannot hit the wrong one).
+    fn match_notes(&mut self, now: Instant) {
+        let pending = std::mem::take(&mut self.pending);
+        for note in pending {
+            if !note.alive() {
+                note.finish();
+                continue;
+            }
+            let peers = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.stream.is_none())
+                .map(|(inode, c)| (*inode, c.peer));
+            let Some(inode) = release::unique(peers, note.peer) else {
+                self.pending.push(note); // not seen yet: the next look
+                continue;
+            };
+            let conn = self.conns.get_mut(&inode).expect("found above");
+            let pinned = conn.fds.first().and_then(|&fd| sys::Pinned::new(fd, inode));
+            let Some(socket) = pinned else {
+                self.pending.push(note);
+                continue;
+            };
+            // Pinned first, alive second: both open now, so the same connection.
+            if !note.alive() {
+                note.finish();
+                continue;
+            }
+            match &note.ask {
+                Ask::Request => {
+                    conn.busy = Some(note.hold.clone());
+                    if let Some(clock) = &mut conn.clock {
+                        clock.taken(note.at);
+                    }
+                    conn.unread_since = None;
+                }
+                Ask::Stream => {
+                    socket.shut_read();
+                    conn.stream = Some(note.hold.clone());
+                    conn.busy = None;
+                    conn.cut = None; // a stream is never cut, even after a shut read
+                }
+                Ask::ShutRead { .. } => {
+                    socket.shut_read();
+                    conn.cut = Some(now);
+                }
+            }
+            note.finish();
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Conn {
+    fn new(peer: SocketAddr) -> Conn {
+        Conn {
+            fds: Vec::new(),
+            peer,
+            clock: None,
+            busy: None,
+            stream: None,
+            last: None,
+            unread_since: None,
+            cut: None,
+            closed: false,
+        }
+    }
+
+    /// Watched by the rescue: never read from, as far as the last look saw.
+    fn watched(&self) -> bool {
+        self.stream.is_none()
+            && self.cut.is_none()
+            && self.busy.is_none()
+            && self.last.is_none_or(|c| rescue::never_read(&c))
+    }
+}
