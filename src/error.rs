@@ -72,9 +72,7 @@ impl Error {
             Error::TooManyRequests { retry_after } => {
                 format!("too many writes; retry in {retry_after} s")
             }
-            Error::VersionNotSupported => {
-                "likeboard speaks HTTP/1.1 and HTTP/1.0 only".to_string()
-            }
+            Error::VersionNotSupported => "likeboard speaks HTTP/1.1 and HTTP/1.0 only".to_string(),
             Error::Unavailable(_) => "storage is unavailable; try again shortly".to_string(),
             Error::Internal(_) => "internal error".to_string(),
         }

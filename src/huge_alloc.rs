@@ -150,7 +150,12 @@ mod tests {
                 * 4096
         };
         let before = rss();
-        for declared in [10_000_000usize, 1_000_000_000, 1_000_000_000_000, (1 << 63) - 1] {
+        for declared in [
+            10_000_000usize,
+            1_000_000_000,
+            1_000_000_000_000,
+            (1 << 63) - 1,
+        ] {
             let mut buf = vec![0u8; declared];
             let n = (&b"a few bytes"[..]).read(&mut buf).unwrap();
             assert_eq!(&buf[..n], b"a few bytes");

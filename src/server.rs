@@ -206,17 +206,16 @@ impl Worker {
         let (visitor, set_cookie) = visitor_of(&request);
         if *request.http_version() < HTTPVersion(1, 0) {
             // tiny_http would answer HTTP/0.9 in kind, a status line 0.9 never had.
+            self.guard.shut_read(peer, hold);
+            self.observe(&method, &path, 505, started);
             let mut writer = request.into_writer();
             let _ = writer.write_all(&Error::VersionNotSupported.raw_reply());
             let _ = writer.flush();
-            self.guard.shut_read(peer, hold);
-            self.observe(&method, &path, 505, started);
             return;
         }
         let body = body::Body::of(&request);
-        if body.unbuffered() {
-            // tiny_http would read what is left of this body on this thread when
-            // the request is dropped (see body.rs): end the reading first.
+        if body.check().is_err() {
+            // Refused unread: end the reading before anything drops the request.
             self.guard.shut_read(peer, hold);
         }
 
@@ -230,6 +229,12 @@ impl Worker {
             }
             routes::route(&self.app, &mut request, &visitor)
         });
+        if body.unbuffered() {
+            // The handler has read what it wanted; tiny_http would read the rest
+            // on this thread when the request is dropped (see body.rs): end the
+            // reading first. The connection closes after the reply.
+            self.guard.shut_read(peer, hold);
+        }
         let reply = match outcome {
             Ok(Outcome::Stream {
                 dialect,
@@ -237,8 +242,8 @@ impl Worker {
                 viewers,
                 control,
             }) => {
-                self.start_stream(request, peer, dialect, resume, viewers, control);
                 self.observe(&method, &path, 200, started);
+                self.start_stream(request, peer, dialect, resume, viewers, control);
                 log::debug!(
                     "{method} {path} -> stream ({} ms)",
                     started.elapsed().as_millis()
@@ -254,10 +259,12 @@ impl Worker {
             }
         };
         let status = reply.status;
+        // Counted before the reply goes out, so a client that reads /metrics
+        // right after its reply sees its own request counted.
+        self.observe(&method, &path, status, started);
         if let Err(e) = respond(request, reply, set_cookie) {
             log::debug!("{method} {path}: client left before the reply: {e}");
         }
-        self.observe(&method, &path, status, started);
         log::info!(
             "{method} {path} {status} {} ms",
             started.elapsed().as_millis()

@@ -89,7 +89,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("NUL bytes only", b"\0\0\0\0\r\n\r\n".to_vec(), Plain(400)),
         // tiny_http buffers a 505 and waits for another request on the connection;
         // the guard ends the wait with a 408 once the request timeout is up.
-        ("HTTP/2 over HTTP/1", b"GET / HTTP/2.0\r\nConnection: close\r\n\r\n".to_vec(), Json(408)),
+        ("HTTP/2 over HTTP/1", b"GET / HTTP/2.0\r\nConnection: close\r\n\r\n".to_vec(), Json(505)),
         ("non-ASCII in the target", b"GET /\xff HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), Closed),
         ("TLS hello on a plain port", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(), Closed),
         // Broken headers.
@@ -532,9 +532,10 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-/// Half-sent requests, a byte dripper and slow bodies are cut off after the
-/// request timeout (408 for the never-finished ones), the server keeps
-/// answering meanwhile, and every descriptor they held is released.
+/// Half-sent requests that go quiet are answered 400 within a second; a byte
+/// dripper and slow bodies are cut off after the request timeout (408 for the
+/// never-finished ones); the server keeps answering meanwhile, and every
+/// descriptor they held is released.
 #[test]
 fn slowloris() {
     let _turn = my_turn();
@@ -597,8 +598,14 @@ fn slowloris() {
         let mut reply = Vec::new();
         let _ = s.read_to_end(&mut reply);
         let (status, body) = raw_status(&reply);
-        assert_eq!(status, Some(408), "{}", String::from_utf8_lossy(&reply));
-        assert_eq!(body, br#"{"error":"request timeout"}"#);
+        // A head that goes quiet half-way cannot be told from one with bare-LF
+        // lines (tiny_http has read it): both get the 400 that says why.
+        assert_eq!(status, Some(400), "{}", String::from_utf8_lossy(&reply));
+        assert!(
+            String::from_utf8_lossy(&body).contains("stopped before its end"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let (took, reply) = dripper.join().unwrap();
     assert_eq!(

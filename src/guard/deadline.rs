@@ -151,8 +151,14 @@ mod tests {
         let c = counters(10, 0, 0);
         let clock = Clock::new(t0, &c);
         let at = |s| t0 + Duration::from_secs(s);
-        assert!(matches!(clock.verdict(at(9), &c, &LIMITS, false, false), Verdict::Fine));
-        assert!(matches!(clock.verdict(at(11), &c, &LIMITS, false, false), Verdict::Refuse(Error::RequestTimeout)));
+        assert!(matches!(
+            clock.verdict(at(9), &c, &LIMITS, false, false),
+            Verdict::Fine
+        ));
+        assert!(matches!(
+            clock.verdict(at(11), &c, &LIMITS, false, false),
+            Verdict::Refuse(Error::RequestTimeout)
+        ));
     }
 
     /// Too many bytes towards one request: 431 at once.
@@ -161,7 +167,10 @@ mod tests {
         let t0 = Instant::now();
         let clock = Clock::new(t0, &counters(0, 0, 0));
         let c = counters(5000, 0, 0);
-        assert!(matches!(clock.verdict(t0, &c, &LIMITS, false, false), Verdict::Refuse(Error::HeaderTooLarge)));
+        assert!(matches!(
+            clock.verdict(t0, &c, &LIMITS, false, false),
+            Verdict::Refuse(Error::HeaderTooLarge)
+        ));
     }
 
     /// Each reply starts the next request's time and byte budget; an idle
@@ -173,12 +182,21 @@ mod tests {
         let mut clock = Clock::new(t0, &counters(0, 0, 0));
         let answered = counters(900, 300, 0);
         clock.observe(at(8), &answered);
-        assert!(matches!(clock.verdict(at(12), &answered, &LIMITS, false, false), Verdict::Fine));
+        assert!(matches!(
+            clock.verdict(at(12), &answered, &LIMITS, false, false),
+            Verdict::Fine
+        ));
         assert!(!clock.unanswered(&answered));
         let next = counters(1800, 300, 0);
-        assert!(matches!(clock.verdict(at(12), &next, &LIMITS, false, false), Verdict::Fine));
+        assert!(matches!(
+            clock.verdict(at(12), &next, &LIMITS, false, false),
+            Verdict::Fine
+        ));
         assert!(clock.unanswered(&next));
-        assert!(matches!(clock.verdict(at(19), &next, &LIMITS, false, false), Verdict::ShutRead));
+        assert!(matches!(
+            clock.verdict(at(19), &next, &LIMITS, false, false),
+            Verdict::ShutRead
+        ));
     }
 
     /// While a request may be waiting for a worker nothing is written raw; while
@@ -189,7 +207,13 @@ mod tests {
         let c = counters(10, 0, 0);
         let clock = Clock::new(t0, &c);
         let late = t0 + Duration::from_secs(11);
-        assert!(matches!(clock.verdict(late, &c, &LIMITS, false, true), Verdict::Fine));
-        assert!(matches!(clock.verdict(late, &c, &LIMITS, true, false), Verdict::ShutRead));
+        assert!(matches!(
+            clock.verdict(late, &c, &LIMITS, false, true),
+            Verdict::Fine
+        ));
+        assert!(matches!(
+            clock.verdict(late, &c, &LIMITS, true, false),
+            Verdict::ShutRead
+        ));
     }
 }

@@ -31,9 +31,13 @@ use crate::error::Error;
 /// How long a client may pause in the middle of a request head before it is
 /// told the head is unreadable. Browsers and HTTP libraries send a head in one
 /// write; a pause this long mid-head means a bare-LF client (which will never
-/// finish), a head tiny_http is stuck on, or a person typing it by hand, who is
-/// better served by the hint in the reply than by the 10 s request timeout.
-pub const STALL: Duration = Duration::from_secs(1);
+/// finish), a head tiny_http is stuck on, a slowloris, or a person typing a
+/// request by hand, who is better served by the hint in the reply than by the
+/// request timeout. Checked at every walk, so the answer comes within about a
+/// second of the last byte; a client on a link that loses the second segment
+/// of a long head for longer than this is refused too (heads over one segment
+/// are rare).
+pub const STALL: Duration = Duration::from_millis(800);
 
 /// What to answer a connection whose head tiny_http cannot serve, if that is
 /// what it is. `busy`: a worker holds a request of it; `may_be_queued`: a
@@ -51,8 +55,9 @@ pub fn judge(
     }
     Some(if sys::someone_reads(fds) {
         Error::BadRequest(
-            "the request head did not end; lines must end in CRLF (\\r\\n): \
-             try curl, or nc -C"
+            "the request stopped before its end: a head ends with an empty line, \
+             every line ends in CRLF (\\r\\n), and a body is as long as its \
+             Content-Length (try curl, or nc -C)"
                 .into(),
         )
     } else {

@@ -19,10 +19,12 @@
 //! know: that a worker holds a request of a connection, or that it now carries
 //! an event stream.
 //!
-//! When it looks: at least every [`TICK`]; [`rescue::QUICK`] after a new
-//! connection arrives (it polls the listener) and every `QUICK` while some
-//! connection has never been read from; and at once when a worker asks it to
-//! free a stream's thread or to end a read half.
+//! When it looks: every job every [`TICK`]; a walk for new connections every
+//! [`WALK`]; the never-read connections every [`rescue::QUICK`] while any
+//! exist; and every job at once when a worker asks it to free a stream's
+//! thread or to end a read half. (Polling the listener to hear of new
+//! connections does not work: a thread blocked in `accept`, tiny_http's, takes
+//! the wake-up.)
 //!
 //! The guard writes a few raw HTTP replies (`408`, `431`, `400`, `505`) on
 //! connections where nothing else was ever written; it knows no tiny_http types.
@@ -48,8 +50,25 @@ pub use release::Hold;
 
 use release::{Ask, Note};
 
-/// The slowest the guard looks: a deadline is enforced at most this much late.
+/// How often the guard does every job: a deadline is enforced at most this
+/// much late. Each such look reads the counters of every ordinary connection.
 const TICK: Duration = Duration::from_millis(250);
+/// How often the guard walks the descriptors to find new connections, so the
+/// rescue can watch them. A walk is one `fstat` per descriptor that is not a
+/// settled stream's (a few dozen in normal traffic), so it can be frequent;
+/// a connection that tiny_http forgot is found within about this long.
+const WALK: Duration = Duration::from_millis(20);
+
+/// What one look does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Every job: notes, the walk, deadlines, heads, the rescue.
+    Full,
+    /// The walk, then the rescue's check of never-read connections.
+    Walk,
+    /// Only the rescue's check of never-read connections.
+    Quick,
+}
 /// How far past the last live descriptor a walk reaches: new descriptors take
 /// the lowest free numbers, so they appear just past those in use.
 const FD_MARGIN: i32 = 64;
@@ -173,7 +192,11 @@ impl Inbox {
             .push(note);
         if wake {
             // Non-blocking: a full socket already holds a wake-up.
-            let _ = self.wake.lock().unwrap_or_else(|e| e.into_inner()).write(&[1]);
+            let _ = self
+                .wake
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write(&[1]);
         }
     }
 
@@ -202,16 +225,20 @@ struct Conn {
     cut: Option<Instant>,
     /// Both directions were shut after [`CUT_GRACE`]: nothing more to do.
     closed: bool,
+    /// tiny_http has read part of its first request, which no worker has, or
+    /// a worker holds a request of it: checked at every walk, so a head it
+    /// cannot serve, or a body that stopped coming, is dealt with soon.
+    heading: bool,
+    /// Its read half was shut while a worker held a request of it.
+    read_ended: bool,
 }
 
 /// The guard thread's state; only that thread touches it.
 #[cfg(target_os = "linux")]
 struct Looker {
     inbox: Arc<Inbox>,
-    /// Polled with the listener: a byte here means "look now".
+    /// Polled between looks: a byte here means "look now".
     woken: UnixStream,
-    /// Our duplicate of the listening socket: readable when a connection arrives.
-    listener: TcpListener,
     port: u16,
     /// Where to connect to nudge tiny_http's pool (our own listener).
     nudge_to: SocketAddr,
@@ -228,8 +255,6 @@ struct Looker {
     pending: Vec<Note>,
     /// The highest descriptor in use at the last walk.
     highest_fd: i32,
-    /// Connections the last walk found that it did not know.
-    walked_new: usize,
     /// The last look at which every worker was busy: a request read before
     /// then may still be waiting for one.
     line_full_at: Option<Instant>,
@@ -254,7 +279,6 @@ impl Looker {
         let looker = Looker {
             inbox: Arc::clone(&inbox),
             woken,
-            listener: listener.try_clone()?,
             port: local.port(),
             nudge_to: rescue::nudge_address(local),
             limits,
@@ -265,7 +289,6 @@ impl Looker {
             settled: HashMap::new(),
             pending: Vec::new(),
             highest_fd: 0,
-            walked_new: 0,
             line_full_at: None,
         };
         Ok((looker, inbox))
@@ -274,56 +297,36 @@ impl Looker {
     fn run(mut self) {
         use std::os::fd::AsRawFd;
         let mut next_full = Instant::now();
-        let mut watch_listener = true;
+        let mut next_walk = next_full;
         loop {
             let now = Instant::now();
             if now >= next_full {
-                let found = self.look(now, true);
-                // A look that found new connections may have raced tiny_http's
-                // accept loop (a connection accepted just behind the walk, with
-                // the accept queue already empty): look again soon.
-                let again = if found > 0 { rescue::QUICK } else { TICK };
-                next_full = Instant::now() + again;
-                watch_listener = true;
+                self.look(now, Look::Full);
+                next_full = now + TICK;
+                next_walk = now + WALK;
+            } else if now >= next_walk {
+                self.look(now, Look::Walk);
+                next_walk = now + WALK;
             } else if self.watching() {
-                self.look(now, false);
+                self.look(now, Look::Quick);
             }
-            let now = Instant::now();
-            let mut wait = next_full.saturating_duration_since(now);
+            let mut wake_at = next_full.min(next_walk);
             if self.watching() {
-                wait = wait.min(rescue::QUICK);
+                wake_at = wake_at.min(Instant::now() + rescue::QUICK);
             }
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.woken.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.listener.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let count = if watch_listener { 2 } else { 1 };
+            let wait = wake_at.saturating_duration_since(Instant::now());
+            let mut woken = libc::pollfd {
+                fd: self.woken.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             let ms = wait.as_millis().clamp(1, 1000) as libc::c_int;
-            // SAFETY: poll reads and writes `count` pollfds we own.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), count, ms) };
-            if n <= 0 {
-                continue;
-            }
-            if fds[0].revents != 0 {
+            // SAFETY: poll reads and writes the one pollfd we own.
+            if unsafe { libc::poll(&mut woken, 1, ms) } > 0 && woken.revents != 0 {
                 // A worker wants an answer soon: look now.
                 let mut sink = [0u8; 64];
                 while matches!((&self.woken).read(&mut sink), Ok(n) if n > 0) {}
                 next_full = Instant::now();
-            }
-            if count == 2 && fds[1].revents != 0 {
-                // A connection arrived. tiny_http accepts it within moments; look
-                // once that is done, and leave the listener alone until then (it
-                // stays readable while the connection waits to be accepted).
-                next_full = next_full.min(Instant::now() + rescue::QUICK);
-                watch_listener = false;
             }
         }
     }
@@ -333,10 +336,9 @@ impl Looker {
         self.conns.values().any(|c| c.watched())
     }
 
-    /// One look. A full look walks the descriptors and does every job; a quick
-    /// one only checks the connections that were never read from.
-    /// Returns how many connections the walk found that it did not know.
-    fn look(&mut self, now: Instant, full: bool) -> usize {
+    /// One look (see [`Look`] for what each kind does).
+    fn look(&mut self, now: Instant, kind: Look) {
+        let full = kind == Look::Full;
         let line_full = self.in_flight.load(Ordering::SeqCst) >= self.workers;
         if line_full {
             self.line_full_at = Some(now);
@@ -344,13 +346,14 @@ impl Looker {
         if full {
             let notes = self.inbox.take();
             self.pending.extend(notes);
-            self.walk(now);
+            self.walk();
             self.match_notes(now);
+        } else if kind == Look::Walk {
+            self.walk();
         }
         // A request read before the last look at which every worker was busy
         // may still wait in tiny_http's queue: never write over it.
         let queued_since = self.line_full_at;
-        let found = if full { self.walked_new } else { 0 };
         let mut forgotten = 0;
         let mut settle = Vec::new();
         for (&inode, conn) in self.conns.iter_mut() {
@@ -362,7 +365,8 @@ impl Looker {
                 }
                 continue;
             }
-            if conn.closed || (!full && !conn.watched()) {
+            let heads_too = kind != Look::Quick;
+            if conn.closed || !(full || conn.watched() || (heads_too && conn.heading())) {
                 continue;
             }
             let Some(&fd) = conn.fds.first() else {
@@ -378,7 +382,9 @@ impl Looker {
                 conn.busy = None;
             }
             conn.last = Some(c);
-            let clock = conn.clock.get_or_insert_with(|| deadline::Clock::new(now, &c));
+            let clock = conn
+                .clock
+                .get_or_insert_with(|| deadline::Clock::new(now, &c));
             clock.observe(now, &c);
             if let Some(at) = conn.cut {
                 if now.saturating_duration_since(at) > CUT_GRACE {
@@ -391,17 +397,29 @@ impl Looker {
                 log::debug!("guard: {} forgotten ({c:?}, fds {:?})", conn.peer, conn.fds);
                 forgotten += 1;
             }
-            if !full {
+            if !heads_too {
                 continue;
             }
             let busy = conn.busy.is_some();
             let quiet = Duration::from_millis(u64::from(c.quiet_ms));
-            let may_be_queued = queued_since
-                .is_some_and(|at| now.saturating_duration_since(at) <= quiet + TICK);
+            let may_be_queued =
+                queued_since.is_some_and(|at| now.saturating_duration_since(at) <= quiet + TICK);
+            conn.heading = (clock.never_answered() && clock.unanswered(&c)) || busy;
+            if busy && quiet >= heads::STALL && !conn.read_ended {
+                // A worker holds a request of it and the client has gone quiet:
+                // whatever the worker still waits to read is not coming. End
+                // the reading so the worker is free; its reply still goes out.
+                log::debug!("guard: {} went quiet while a worker reads it", conn.peer);
+                socket.shut_read();
+                conn.read_ended = true;
+            }
             if let Some(error) = heads::judge(&c, clock, busy, may_be_queued, &conn.fds) {
                 log::info!("guard: {} from {}: answered and closed", error, conn.peer);
                 socket.answer(&error.raw_reply());
                 conn.cut = Some(now);
+                continue;
+            }
+            if !full {
                 continue;
             }
             match clock.verdict(now, &c, &self.limits, busy, may_be_queued) {
@@ -412,7 +430,10 @@ impl Looker {
                     conn.cut = Some(now);
                 }
                 deadline::Verdict::ShutRead => {
-                    log::debug!("guard: ending the reading of {} (over its limits)", conn.peer);
+                    log::debug!(
+                        "guard: ending the reading of {} (over its limits)",
+                        conn.peer
+                    );
                     socket.shut_read();
                     conn.cut = Some(now);
                 }
@@ -428,15 +449,13 @@ impl Looker {
                 rescue::nudge(self.nudge_to);
             }
         }
-        found
     }
 
     /// Walks the descriptor numbers, learning new sockets and forgetting closed
     /// ones. Numbers rather than a listing of /proc/self/fd: listing makes the
     /// kernel build a directory entry per descriptor, which with thousands of
     /// streams costs more than everything else the guard does.
-    fn walk(&mut self, now: Instant) {
-        self.walked_new = 0;
+    fn walk(&mut self) {
         let mut live = HashSet::with_capacity(self.conns.len() + self.others.len());
         let mut seen: HashMap<u64, Vec<i32>> = HashMap::new();
         let limit = sys::fd_limit();
@@ -470,7 +489,6 @@ impl Looker {
             };
             match socket.kind(self.port) {
                 Some(sys::Kind::Client(peer)) => {
-                    self.walked_new += 1;
                     seen.entry(inode).or_default().push(this);
                     self.conns.insert(inode, Conn::new(peer));
                 }
@@ -489,7 +507,6 @@ impl Looker {
             None => false,
         });
         self.others.retain(|inode| live.contains(inode));
-        let _ = now;
     }
 
     /// Matches the pending notes to connections (see `release.rs` for why this
@@ -558,7 +575,14 @@ impl Conn {
             unread_since: None,
             cut: None,
             closed: false,
+            heading: false,
+            read_ended: false,
         }
+    }
+
+    /// In the middle of its first head, as far as the last look saw.
+    fn heading(&self) -> bool {
+        self.heading && self.stream.is_none() && self.cut.is_none()
     }
 
     /// Watched by the rescue: never read from, as far as the last look saw.

@@ -95,10 +95,16 @@ mod tests {
     fn forgotten_needs_confirmation() {
         let t0 = Instant::now();
         let mut since = None;
-        assert!(!forgotten(&counters(0, 0), &mut since, t0), "nothing sent yet");
+        assert!(
+            !forgotten(&counters(0, 0), &mut since, t0),
+            "nothing sent yet"
+        );
         assert!(!forgotten(&counters(40, 40), &mut since, t0), "first sight");
         assert!(forgotten(&counters(40, 40), &mut since, t0 + CONFIRM));
-        assert!(!forgotten(&counters(80, 40), &mut since, t0 + 2 * CONFIRM), "read from");
+        assert!(
+            !forgotten(&counters(80, 40), &mut since, t0 + 2 * CONFIRM),
+            "read from"
+        );
         assert_eq!(since, None);
     }
 }

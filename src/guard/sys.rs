@@ -211,9 +211,15 @@ mod tests {
     /// nothing for other syscalls or a running thread.
     #[test]
     fn reads_syscall_lines() {
-        let line = format!("{} 0x1f 0x7f00 0x400 0x0 0x0 0x0 0x7ff0 0x7f10", libc::SYS_recvfrom);
+        let line = format!(
+            "{} 0x1f 0x7f00 0x400 0x0 0x0 0x0 0x7ff0 0x7f10",
+            libc::SYS_recvfrom
+        );
         assert_eq!(reads_from(&line), Some(31));
-        let futex = format!("{} 0x5627 0x80 0x0 0x0 0x0 0x0 0x7ff0 0x7f10", libc::SYS_futex);
+        let futex = format!(
+            "{} 0x5627 0x80 0x0 0x0 0x0 0x0 0x7ff0 0x7f10",
+            libc::SYS_futex
+        );
         assert_eq!(reads_from(&futex), None);
         assert_eq!(reads_from("running"), None);
     }
@@ -242,7 +248,10 @@ mod tests {
         let (mut server_side, peer) = listener.accept().unwrap();
         let inode = socket_inode(server_side.as_raw_fd()).unwrap();
         let pinned = Pinned::new(server_side.as_raw_fd(), inode).unwrap();
-        assert_eq!(pinned.kind(listener.local_addr().unwrap().port()), Some(Kind::Client(peer)));
+        assert_eq!(
+            pinned.kind(listener.local_addr().unwrap().port()),
+            Some(Kind::Client(peer))
+        );
         client.write_all(b"hello").unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let c = pinned.counters().unwrap();

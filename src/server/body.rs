@@ -121,9 +121,15 @@ mod tests {
     #[test]
     fn refuses_bad_framings() {
         let status = |b: Body| b.check().err().map(|e| e.status());
-        assert_eq!(status(with(&[("Content-Length", "99999999999999999999999")])), Some(400));
         assert_eq!(
-            status(with(&[("Content-Length", "5"), ("Transfer-Encoding", "chunked")])),
+            status(with(&[("Content-Length", "99999999999999999999999")])),
+            Some(400)
+        );
+        assert_eq!(
+            status(with(&[
+                ("Content-Length", "5"),
+                ("Transfer-Encoding", "chunked")
+            ])),
             Some(400)
         );
         assert_eq!(status(with(&[("Content-Length", "1000000000")])), Some(413));
