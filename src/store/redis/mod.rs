@@ -48,66 +48,18 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// tune this, but it must stay well under a second.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Lua: add a comment and log its event. Returns the new id.
-const ADD_COMMENT: &str = r#"
--- KEYS: comments, ranking, comment_seq, event_seq, events
--- ARGV: nickname, content, created_at, stream length
-local id = redis.call('INCR', KEYS[3])
-local member = string.format('%012d', id)
-redis.call('HSET', KEYS[1], member,
-  cjson.encode({nickname = ARGV[1], content = ARGV[2], created_at = ARGV[3]}))
-redis.call('ZADD', KEYS[2], 0, member)
-local seq = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[5], 'MAXLEN', ARGV[4], '0-' .. seq,
-  'type', 'comment', 'comment', member, 'score', 0,
-  'nickname', ARGV[1], 'content', ARGV[2], 'created_at', ARGV[3])
-return id
-"#;
+// The three Lua scripts, each in its own file beside this one so that Redis
+// users can read them (and the bench can load the very same text). Each file
+// starts with what it does atomically, its KEYS and ARGV, and what it returns.
 
+/// Lua: add a comment and log its event. Returns the new id.
+const ADD_COMMENT: &str = include_str!("add_comment.lua");
 /// Lua: like or unlike, and log the event when something changed.
 /// Returns {exists, changed, score}.
-const SET_LIKE: &str = r#"
--- KEYS: comments, ranking, likers:<member>, liked:<visitor>, event_seq, events
--- ARGV: member, visitor, 'like' | 'unlike', stream length
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  return {0, 0, 0}
-end
-local changed
-if ARGV[3] == 'like' then
-  changed = redis.call('SADD', KEYS[3], ARGV[2])
-  redis.call('SADD', KEYS[4], ARGV[1])
-else
-  changed = redis.call('SREM', KEYS[3], ARGV[2])
-  redis.call('SREM', KEYS[4], ARGV[1])
-end
--- The score is the size of the liker set: it cannot drift or go below 0.
-local score = redis.call('SCARD', KEYS[3])
-if changed == 1 then
-  redis.call('ZADD', KEYS[2], score, ARGV[1])
-  local seq = redis.call('INCR', KEYS[5])
-  redis.call('XADD', KEYS[6], 'MAXLEN', ARGV[4], '0-' .. seq,
-    'type', ARGV[3], 'comment', ARGV[1], 'score', score)
-end
-return {1, changed, score}
-"#;
-
+const SET_LIKE: &str = include_str!("set_like.lua");
 /// Lua: one page of the ranking for one visitor, and the newest event id, read
 /// atomically so that the snapshot and its `last_event_id` agree.
-/// Returns {last_event_id, member, json, score, liked, member, ...}.
-const SNAPSHOT: &str = r#"
--- KEYS: comments, ranking, liked:<visitor>, event_seq
--- ARGV: offset, limit
-local members = redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', '-inf',
-  'LIMIT', ARGV[1], ARGV[2])
-local out = {redis.call('GET', KEYS[4]) or '0'}
-for _, m in ipairs(members) do
-  out[#out + 1] = m
-  out[#out + 1] = redis.call('HGET', KEYS[1], m) or ''
-  out[#out + 1] = redis.call('ZSCORE', KEYS[2], m)
-  out[#out + 1] = redis.call('SISMEMBER', KEYS[3], m)
-end
-return out
-"#;
+const SNAPSHOT: &str = include_str!("snapshot.lua");
 
 /// The key names for one prefix, computed once.
 #[derive(Clone)]
