@@ -27,26 +27,18 @@
 //! A member is the comment id zero-padded to 12 digits: equal scores then sort
 //! newest first in `ZREVRANGEBYSCORE`, with no second key to keep in step.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+mod conn;
+
 use std::time::Duration;
 
-use redis::{Client, ConnectionLike, ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use redis::{RedisError, Script, Value};
+
+use conn::{classify, Connector, Pool, COMMAND_TIMEOUT};
 
 use super::{
     Comment, Event, EventKind, EventReader, History, LikeOp, LikeOutcome, ListedComment,
     NewComment, Snapshot, Store, StoreError, StoreResult,
 };
-
-/// How long to wait for a TCP connection to Redis. Short: while Redis is down a
-/// write must fail fast with 503, not hang the request.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a command may take on an ordinary connection.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a request waits for a pooled connection. r2d2's default is 30 s,
-/// which would turn a Redis outage into 30-second hangs; a real deployment may
-/// tune this, but it must stay well under a second.
-const CHECKOUT_TIMEOUT: Duration = Duration::from_millis(300);
 
 // The three Lua scripts, each in its own file beside this one so that Redis
 // users can read them (and the bench can load the very same text). Each file
@@ -96,79 +88,16 @@ fn member(id: u64) -> String {
     format!("{id:012}")
 }
 
-/// Opens connections with short timeouts, for the pool and for the pump.
-#[derive(Clone)]
-struct Connector {
-    client: Client,
-    /// Shared by the pool and the pump's reader, for the reconnect count.
-    link: Arc<Link>,
-}
-
-/// Whether a connection was lost (or could not be made) since the last good
-/// connect, and how many times one was made after such a loss.
-#[derive(Default)]
-struct Link {
-    lost: AtomicBool,
-    reconnects: AtomicU64,
-}
-
-impl Link {
-    fn lost(&self) {
-        self.lost.store(true, Ordering::Relaxed);
-    }
-
-    fn connected(&self) {
-        if self.lost.swap(false, Ordering::Relaxed) {
-            self.reconnects.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Connector {
-    fn connect(&self, read_timeout: Duration) -> Result<redis::Connection, RedisError> {
-        let opened = self
-            .client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .and_then(|con| {
-                con.set_read_timeout(Some(read_timeout))?;
-                con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
-                Ok(con)
-            });
-        match &opened {
-            Ok(_) => self.link.connected(),
-            Err(_) => self.link.lost(),
-        }
-        opened
-    }
-}
-
-impl r2d2::ManageConnection for Connector {
-    type Connection = redis::Connection;
-    type Error = RedisError;
-
-    fn connect(&self) -> Result<redis::Connection, RedisError> {
-        Connector::connect(self, COMMAND_TIMEOUT)
-    }
-
-    fn is_valid(&self, con: &mut redis::Connection) -> Result<(), RedisError> {
-        redis::cmd("PING").query::<()>(con)
-    }
-
-    fn has_broken(&self, con: &mut redis::Connection) -> bool {
-        let broken = !con.is_open();
-        if broken {
-            self.link.lost();
-        }
-        broken
-    }
-}
-
 /// The Redis-backed store. Cheap to share: the pool is internally synchronized.
 pub struct RedisStore {
-    pool: r2d2::Pool<Connector>,
-    connector: Connector,
+    /// The pooled connections requests run on, and the connector the pump's
+    /// reader opens its own connection with.
+    pool: Pool,
     keys: Keys,
+    /// How many events the stream keeps: every XADD trims it to exactly this.
     stream_len: u64,
+    // Each `Script` keeps its SHA1: calls go out as EVALSHA, and the body is
+    // sent only when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH).
     add_comment: Script,
     set_like: Script,
     snapshot: Script,
@@ -178,22 +107,8 @@ impl RedisStore {
     /// Builds the store without connecting: the server must start even while
     /// Redis is down, and the pool connects lazily when Redis comes back.
     pub fn open(url: &str, prefix: &str, stream_len: u64, pool_size: u32) -> StoreResult<Self> {
-        let client = Client::open(url)
-            .map_err(|e| StoreError::Corrupt(format!("invalid Redis URL {url:?}: {e}")))?;
-        let connector = Connector {
-            client,
-            link: Arc::default(),
-        };
-        let pool = r2d2::Pool::builder()
-            .max_size(pool_size.max(1))
-            .min_idle(Some(0))
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            // A connection that failed is replaced, not re-tested on every checkout.
-            .test_on_check_out(false)
-            .build_unchecked(connector.clone());
         Ok(RedisStore {
-            pool,
-            connector,
+            pool: Pool::open(url, pool_size)?,
             keys: Keys::new(prefix),
             stream_len,
             add_comment: Script::new(ADD_COMMENT),
@@ -201,71 +116,11 @@ impl RedisStore {
             snapshot: Script::new(SNAPSHOT),
         })
     }
-
-    fn conn(&self) -> StoreResult<r2d2::PooledConnection<Connector>> {
-        self.pool
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no Redis connection: {e}")))
-    }
-
-    /// Runs `op` on a pooled connection. An idle pooled connection may have died
-    /// with a Redis restart, and only its next use finds out (at once: the socket
-    /// is closed). For an operation that is safe to repeat, retries on other
-    /// connections keep that from reaching the client as a 503; the pool drops
-    /// each broken one, so after at most a pool's worth of them a fresh one is
-    /// made. Timeouts are not retried: they would only double the wait.
-    fn with_conn<T>(
-        &self,
-        context: &str,
-        repeatable: bool,
-        op: impl Fn(&mut redis::Connection) -> Result<T, RedisError>,
-    ) -> StoreResult<T> {
-        let attempts = if repeatable {
-            self.pool.max_size() as usize + 1
-        } else {
-            1
-        };
-        let mut last = None;
-        for _ in 0..attempts {
-            let mut con = self.conn()?;
-            match op(&mut con) {
-                Ok(value) => return Ok(value),
-                Err(e) if (e.is_connection_dropped() || e.is_io_error()) && !e.is_timeout() => {
-                    last = Some(e)
-                }
-                Err(e) => return Err(classify(context, e)),
-            }
-        }
-        Err(classify(context, last.expect("at least one attempt")))
-    }
-}
-
-/// Sorts a Redis failure into "try again later" and "something is wrong".
-fn classify(context: &str, e: RedisError) -> StoreError {
-    let transient = e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || matches!(
-            e.kind(),
-            ErrorKind::Server(
-                ServerErrorKind::BusyLoading
-                    | ServerErrorKind::TryAgain
-                    | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::MasterDown
-                    | ServerErrorKind::ReadOnly
-            )
-        );
-    if transient {
-        StoreError::Unavailable(format!("{context}: {e}"))
-    } else {
-        StoreError::Corrupt(format!("{context}: {e}"))
-    }
 }
 
 impl Store for RedisStore {
     fn snapshot(&self, visitor: &str, limit: usize, offset: usize) -> StoreResult<Snapshot> {
-        let reply: Vec<Value> = self.with_conn("snapshot", true, |con| {
+        let reply: Vec<Value> = self.pool.with_conn("snapshot", true, |con| {
             self.snapshot
                 .key(&self.keys.comments)
                 .key(&self.keys.ranking)
@@ -307,7 +162,7 @@ impl Store for RedisStore {
 
     fn add_comment(&self, new: NewComment) -> StoreResult<Comment> {
         // Not repeatable: a retry after a lost reply would post the comment twice.
-        let id: u64 = self.with_conn("add comment", false, |con| {
+        let id: u64 = self.pool.with_conn("add comment", false, |con| {
             self.add_comment
                 .key(&self.keys.comments)
                 .key(&self.keys.ranking)
@@ -332,7 +187,7 @@ impl Store for RedisStore {
     fn set_like(&self, id: u64, visitor: &str, op: LikeOp) -> StoreResult<Option<LikeOutcome>> {
         let m = member(id);
         // Repeatable: liking twice counts once, so a retry changes nothing twice.
-        let (exists, changed, score): (u8, u8, u64) = self.with_conn("like", true, |con| {
+        let (exists, changed, score): (u8, u8, u64) = self.pool.with_conn("like", true, |con| {
             self.set_like
                 .key(&self.keys.comments)
                 .key(&self.keys.ranking)
@@ -364,7 +219,7 @@ impl Store for RedisStore {
         // One MULTI: the newest id, the oldest entry still kept, and the entries
         // after `after`, all from the same instant.
         let (seq, oldest, entries): (Option<u64>, Value, Value) =
-            self.with_conn("history", true, |con| {
+            self.pool.with_conn("history", true, |con| {
                 redis::pipe()
                     .atomic()
                     .cmd("GET")
@@ -394,19 +249,20 @@ impl Store for RedisStore {
     }
 
     fn last_event_id(&self) -> StoreResult<u64> {
-        let seq: Option<u64> = self.with_conn("last event id", true, |con| {
+        let seq: Option<u64> = self.pool.with_conn("last event id", true, |con| {
             redis::cmd("GET").arg(&self.keys.event_seq).query(con)
         })?;
         Ok(seq.unwrap_or(0))
     }
 
     fn ping(&self) -> StoreResult<()> {
-        self.with_conn("ping", true, |con| redis::cmd("PING").query::<()>(con))
+        self.pool
+            .with_conn("ping", true, |con| redis::cmd("PING").query::<()>(con))
     }
 
     fn event_reader(&self) -> Box<dyn EventReader> {
         Box::new(StreamReader {
-            connector: self.connector.clone(),
+            connector: self.pool.connector(),
             stream: self.keys.events.clone(),
             con: None,
         })
@@ -417,7 +273,7 @@ impl Store for RedisStore {
     }
 
     fn reconnects(&self) -> u64 {
-        self.connector.link.reconnects.load(Ordering::Relaxed)
+        self.pool.reconnects()
     }
 }
 
@@ -470,7 +326,7 @@ impl EventReader for StreamReader {
             Err(e) => {
                 // Whatever went wrong, this connection is no longer trusted.
                 self.con = None;
-                self.connector.link.lost();
+                self.connector.lost();
                 Err(classify("pump read", e))
             }
         }
