@@ -308,8 +308,8 @@ pub struct Config {
     /// because whichever takes a write trims the stream.
     pub stream_len: u64,
     /// Time between heartbeat comments; it keeps proxies from closing an idle
-    /// stream, and bounds how long a departed client stays counted (a client's
-    /// departure is only noticed when a write to it fails).
+    /// stream, and bounds how long a departed client stays counted: a departure
+    /// is noticed only when a write fails, usually the second write after it left.
     pub heartbeat: Duration,
     /// Requested SSE client cap; the server lowers it to what the OS allows
     /// (`limits.rs`), so `None` means "as many as the OS allows".
