@@ -2,122 +2,363 @@
 //!
 //! Called once by `main`; everything else receives a finished [`Config`]. The flag
 //! and variable names are part of the interface: scripts and docs rely on them.
+//!
+//! Every setting is declared once, as one row of [`OPTIONS`]: its flag, its
+//! environment variable, its default, its `--help` text and the function that
+//! stores a value in [`Config`]. The parser, [`Config::default`] and [`USAGE`]
+//! all read that table, and `tests/ops.rs` checks README.md's configuration
+//! table against it, so the four places that used to repeat a setting cannot
+//! drift apart.
+//!
+//! Why a table of our own rather than clap: twelve settings of two shapes (a
+//! flag with a value, an on/off switch) fit in a page of plain data that a class
+//! can read top to bottom, with no macro between the reader and the behaviour.
+//! clap would add several crates and a derive macro to the build for what we do
+//! not use (subcommands, completions, colours), and README's table would still
+//! need its own check.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where the server listens when nothing is configured. Loopback only: exposing
-/// the board to a network is a decision, so it needs a flag.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Prefix of every Redis key; it is wrapped in a hash tag (`{likeboard}:...`).
-pub const DEFAULT_KEY_PREFIX: &str = "likeboard";
-/// How many events the capped stream keeps (`XADD ... MAXLEN ~ N`). This is the
-/// window in which a reconnecting browser can replay what it missed.
-pub const DEFAULT_STREAM_LEN: u64 = 10_000;
-/// Seconds between heartbeat comments on an idle event stream. Proxies drop idle
-/// connections (nginx after 60 s by default); 15 s keeps well inside that.
-pub const DEFAULT_HEARTBEAT_SECS: u64 = 15;
-/// Writes per minute a single visitor or IP may make; generous enough that a
-/// classroom never meets it, small enough to stop a script flooding the board.
-pub const DEFAULT_WRITE_RATE: u32 = 120;
-/// Seconds a client has to deliver a complete request (head and body) after it
-/// connects or after its previous request; also the keep-alive idle timeout.
-pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
-/// Threads answering ordinary (non-SSE) requests. Each holds at most one request,
-/// so this is also the cap on concurrent non-SSE requests; the rest wait in line.
-pub const DEFAULT_WORKERS: usize = 16;
+/// One setting, declared once; see [`OPTIONS`].
+pub struct Opt {
+    /// The flag as typed, e.g. `--stream-len`.
+    pub flag: &'static str,
+    /// What `--help` calls the value (`N`, `ADDR`); `None` makes the option a
+    /// switch: the bare flag turns it on, `--flag=0` off, `VAR=1` on.
+    pub value: Option<&'static str>,
+    /// The environment variable that sets it when the flag is not given.
+    pub env: &'static str,
+    /// What it is when neither is given.
+    pub initial: Initial,
+    /// What it does, one sentence for `--help` (wrapped when printed).
+    pub help: &'static str,
+    /// Parses a value into the config; `name` is the flag or the variable the
+    /// value came from, so an error names what the user typed.
+    set: fn(&mut Config, name: &str, value: &str) -> Result<(), ConfigError>,
+}
 
-/// The usage text printed by `--help`; every flag, its variable and its default.
-pub const USAGE: &str = "\
-likeboard: a live comment board ranked by likes, pushed to browsers over SSE
+/// A setting's default, as the table states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initial {
+    /// A value, parsed by the option's own setter when [`Config::default`] runs,
+    /// so the text shown in `--help` is the very value used.
+    Value(&'static str),
+    /// No value: the field stays `None`; the text says what that means.
+    Unset(&'static str),
+    /// A switch that is off.
+    Off,
+}
 
-USAGE:
-    likeboard [FLAGS]
+impl Initial {
+    /// The default as `--help` and README's table show it (README puts a
+    /// [`Initial::Value`] in backticks).
+    pub fn text(&self) -> &'static str {
+        match *self {
+            Initial::Value(v) | Initial::Unset(v) => v,
+            Initial::Off => "off",
+        }
+    }
+}
 
-FLAGS (environment variable in brackets; a flag wins over its variable):
-    --listen ADDR          address to listen on, port 0 picks a free port
-                           [LIKEBOARD_LISTEN] (default 127.0.0.1:8080)
-    --redis-url URL        Redis to store comments in, e.g. redis://127.0.0.1:6379/0
-                           [REDIS_URL] (default: unset, the in-memory store: nothing persists)
-    --key-prefix P         prefix of every Redis key, inside a hash tag {P}
-                           [LIKEBOARD_KEY_PREFIX] (default likeboard)
-    --stream-len N         events kept for replay (XADD MAXLEN ~ N)
-                           [LIKEBOARD_STREAM_LEN] (default 10000)
-    --heartbeat-secs S     seconds between heartbeat comments on idle streams
-                           [LIKEBOARD_HEARTBEAT_SECS] (default 15)
-    --max-subscribers N    most SSE clients at once; capped by the OS limits
-                           [LIKEBOARD_MAX_SUBSCRIBERS] (default: computed from the OS limits)
-    --write-rate N         writes per minute per visitor and per IP, 0 = no limit
-                           [LIKEBOARD_WRITE_RATE] (default 120)
-    --workers N            threads for ordinary requests (the cap on concurrent ones)
-                           [LIKEBOARD_WORKERS] (default 16)
-    --request-timeout-secs S  seconds to deliver a whole request, and to idle
-                           between requests, before the connection is closed
-                           [LIKEBOARD_REQUEST_TIMEOUT_SECS] (default 10)
-    --assets-dir DIR       serve templates/ and static/ from DIR instead of the
-                           copies built into the binary (for editing the page)
-                           [LIKEBOARD_ASSETS_DIR] (default: unset, embedded)
-    --seed-routes          also serve the original demo's routes (/addComment,
-                           /favorite, /commentList, /sse); /addComment changes state
-                           on GET, so it is unsafe cross-site
-                           [LIKEBOARD_SEED_ROUTES=1] (default off)
-    --classroom            show the fault panel: buttons with which each browser
-                           drops, silences, buffers or refuses ITS OWN event
-                           stream, to show a class what EventSource does
-                           [LIKEBOARD_CLASSROOM=1] (default off)
-    --help                 print this text
-    --version              print the version
-";
+impl Opt {
+    /// The variable as it is written in docs: a switch shows the value that
+    /// turns it on (`LIKEBOARD_CLASSROOM=1`).
+    pub fn env_shown(&self) -> String {
+        match self.value {
+            Some(_) => self.env.to_string(),
+            None => format!("{}=1", self.env),
+        }
+    }
 
-/// Everything the server needs to start; built by [`Config::from_args`].
+    /// The flag with its value name, as in `--help` and README: `--listen ADDR`.
+    pub fn flag_shown(&self) -> String {
+        match self.value {
+            Some(value) => format!("{} {value}", self.flag),
+            None => self.flag.to_string(),
+        }
+    }
+}
+
+/// Every setting. The order is the order of `--help`.
+pub const OPTIONS: &[Opt] = &[
+    Opt {
+        flag: "--listen",
+        value: Some("ADDR"),
+        env: "LIKEBOARD_LISTEN",
+        // Loopback only: exposing the board to a network is a decision, so it
+        // needs a flag.
+        initial: Initial::Value("127.0.0.1:8080"),
+        help: "address to listen on; port 0 picks a free port",
+        set: |c, name, v| {
+            c.listen = parse(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--redis-url",
+        value: Some("URL"),
+        env: "REDIS_URL",
+        initial: Initial::Unset("unset: the in-memory store, nothing persists"),
+        help: "Redis to store comments in, e.g. redis://127.0.0.1:6379/0",
+        set: |c, _, v| {
+            c.redis_url = Some(v.to_string()).filter(|v| !v.is_empty());
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--key-prefix",
+        value: Some("P"),
+        env: "LIKEBOARD_KEY_PREFIX",
+        initial: Initial::Value("likeboard"),
+        help: "prefix of every Redis key, inside a hash tag {P}",
+        set: |c, name, v| {
+            c.key_prefix = parse_prefix(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--stream-len",
+        value: Some("N"),
+        env: "LIKEBOARD_STREAM_LEN",
+        // The window in which a reconnecting browser can replay what it missed.
+        initial: Initial::Value("10000"),
+        help: "events kept for replay: exactly the newest N (XADD MAXLEN N)",
+        set: |c, name, v| {
+            c.stream_len = parse_positive(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--heartbeat-secs",
+        value: Some("S"),
+        env: "LIKEBOARD_HEARTBEAT_SECS",
+        // Proxies drop idle connections (nginx after 60 s by default); 15 s
+        // keeps well inside that.
+        initial: Initial::Value("15"),
+        help: "seconds between heartbeat comments on idle streams",
+        set: |c, name, v| {
+            c.heartbeat = Duration::from_secs(parse_positive(name, v)?);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--max-subscribers",
+        value: Some("N"),
+        env: "LIKEBOARD_MAX_SUBSCRIBERS",
+        initial: Initial::Unset("computed from the OS limits"),
+        help: "most SSE clients at once; the OS limits can lower it, never raise it",
+        set: |c, name, v| {
+            c.max_subscribers = Some(parse_positive(name, v)?);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--write-rate",
+        value: Some("N"),
+        env: "LIKEBOARD_WRITE_RATE",
+        // Generous enough that a classroom never meets it, small enough to stop
+        // a script flooding the board.
+        initial: Initial::Value("120"),
+        // The factor is ratelimit::IP_FACTOR; a unit test below keeps it in step.
+        help: "writes per minute per visitor, and 20 times that per IP address; 0 = no limit",
+        set: |c, name, v| {
+            c.write_rate = parse(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--workers",
+        value: Some("N"),
+        env: "LIKEBOARD_WORKERS",
+        // Each worker holds at most one request, so this is also the cap on
+        // concurrent non-SSE requests; the rest wait in line.
+        initial: Initial::Value("16"),
+        help: "threads for ordinary requests (the cap on concurrent ones)",
+        set: |c, name, v| {
+            c.workers = parse_positive(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--request-timeout-secs",
+        value: Some("S"),
+        env: "LIKEBOARD_REQUEST_TIMEOUT_SECS",
+        initial: Initial::Value("10"),
+        help: "seconds to deliver a whole request, and to idle between requests, \
+               before the connection is closed",
+        set: |c, name, v| {
+            c.request_timeout = Duration::from_secs(parse_positive(name, v)?);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--assets-dir",
+        value: Some("DIR"),
+        env: "LIKEBOARD_ASSETS_DIR",
+        initial: Initial::Unset("unset: templates and static files embedded in the binary"),
+        help: "serve templates/ and static/ from DIR instead of the copies built into \
+               the binary (for editing the page)",
+        set: |c, _, v| {
+            c.assets_dir = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--seed-routes",
+        value: None,
+        env: "LIKEBOARD_SEED_ROUTES",
+        initial: Initial::Off,
+        help: "also serve the original demo's routes (/addComment, /favorite, \
+               /commentList, /sse); /addComment changes state on GET, so it is unsafe \
+               cross-site",
+        set: |c, name, v| {
+            c.seed_routes = parse_bool(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--classroom",
+        value: None,
+        env: "LIKEBOARD_CLASSROOM",
+        initial: Initial::Off,
+        help: "show the fault panel: buttons with which each browser drops, silences, \
+               buffers or refuses ITS OWN event stream, to show a class what \
+               EventSource does",
+        set: |c, name, v| {
+            c.classroom = parse_bool(name, v)?;
+            Ok(())
+        },
+    },
+];
+
+/// The text `--help` prints, written from [`OPTIONS`] when it is displayed
+/// (`print!("{USAGE}")`), so it lists every setting with its variable and default.
+pub const USAGE: Usage = Usage;
+
+/// See [`USAGE`]; a type only so that the help text can be built at run time
+/// and still be printed like a constant.
+pub struct Usage;
+
+/// Width at which `--help` wraps the description of an option.
+const HELP_WIDTH: usize = 79;
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "likeboard: a live comment board ranked by likes, pushed to browsers over SSE\n\
+             \n\
+             USAGE:\n    likeboard [FLAGS]\n\
+             \n\
+             FLAGS (--flag value or --flag=value; the environment variable in brackets\n\
+             is read when the flag is not given; then the default applies):\n",
+        )?;
+        for opt in OPTIONS {
+            writeln!(f, "    {}", opt.flag_shown())?;
+            let source = format!("[{}] default {}", opt.env_shown(), opt.initial.text());
+            for line in wrap(opt.help, HELP_WIDTH - 8)
+                .into_iter()
+                .chain(wrap(&source, HELP_WIDTH - 8))
+            {
+                writeln!(f, "        {line}")?;
+            }
+        }
+        f.write_str(
+            "    --help, -h\n        print this text\n    \
+             --version, -V\n        print the version\n",
+        )
+    }
+}
+
+/// Splits `text` at spaces into lines of at most `width` characters (a longer
+/// word gets a line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("lines starts non-empty");
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
+
+/// Everything the server needs to start; built by [`Config::from_args`]. The
+/// options that set each field, their defaults and limits are in [`OPTIONS`].
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address to bind; port 0 asks the OS for a free one (tests use that).
     pub listen: SocketAddr,
-    /// `None` selects the embedded in-memory store.
+    /// `None` selects the embedded in-memory store, which loses everything when
+    /// the process ends.
     pub redis_url: Option<String>,
-    /// Prefix of every Redis key, so several boards can share one Redis.
+    /// Prefix of every Redis key, so several boards can share one Redis; it is
+    /// wrapped in a hash tag (`{likeboard}:...`) so one script's keys share a
+    /// Redis Cluster slot.
     pub key_prefix: String,
-    /// Length of the capped event stream (the replay window).
+    /// Length of the capped event stream: how far back a reconnecting client
+    /// can replay. Every instance on one Redis should use the same length,
+    /// because whichever takes a write trims the stream.
     pub stream_len: u64,
-    /// Time between heartbeat comments; also bounds how long a dead client lingers.
+    /// Time between heartbeat comments; it keeps proxies from closing an idle
+    /// stream, and bounds how long a departed client stays counted: a departure
+    /// is noticed only when a write fails, usually the second write after it left.
     pub heartbeat: Duration,
-    /// Requested SSE client cap; the server lowers it to what the OS allows.
+    /// Requested SSE client cap; the server lowers it to what the OS allows
+    /// (`limits.rs`), so `None` means "as many as the OS allows".
     pub max_subscribers: Option<usize>,
-    /// Writes per minute per visitor and per IP; 0 turns the limit off.
+    /// Writes per minute per visitor; an IP address gets `ratelimit::IP_FACTOR`
+    /// times as many, since a classroom may share one address. 0 turns the limit off.
     pub write_rate: u32,
-    /// Threads for ordinary requests.
+    /// Threads for ordinary requests; also the cap on concurrent ones, since
+    /// each holds one request at a time. Event streams have their own threads.
     pub workers: usize,
-    /// Time to deliver a request, and keep-alive idle time (see `guard.rs`).
+    /// Time to deliver a request, and keep-alive idle time: tiny_http has no
+    /// deadline of its own, so the connection guard enforces it (`guard.rs`).
     pub request_timeout: Duration,
-    /// Serve the original demo's routes too.
+    /// Serve the original demo's routes too (off by default: `/addComment`
+    /// changes state on a GET).
     pub seed_routes: bool,
-    /// Serve templates and static files from this directory instead of the binary.
+    /// Serve templates and static files from this directory instead of the
+    /// copies in the binary, so the page can be edited without rebuilding.
     pub assets_dir: Option<PathBuf>,
     /// Show the fault panel: each browser may disturb its own streams.
     pub classroom: bool,
 }
 
 impl Default for Config {
+    /// Every setting at its default from [`OPTIONS`].
     fn default() -> Self {
-        Config {
-            listen: DEFAULT_LISTEN
-                .parse()
-                .expect("DEFAULT_LISTEN is a valid address"),
+        // Blanks, each overwritten below by its option's Initial::Value; only the
+        // fields whose option is Unset or Off keep them (None, false).
+        let mut config = Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             redis_url: None,
-            key_prefix: DEFAULT_KEY_PREFIX.to_string(),
-            stream_len: DEFAULT_STREAM_LEN,
-            heartbeat: Duration::from_secs(DEFAULT_HEARTBEAT_SECS),
+            key_prefix: String::new(),
+            stream_len: 0,
+            heartbeat: Duration::ZERO,
             max_subscribers: None,
-            write_rate: DEFAULT_WRITE_RATE,
-            workers: DEFAULT_WORKERS,
-            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
+            write_rate: 0,
+            workers: 0,
+            request_timeout: Duration::ZERO,
             seed_routes: false,
             assets_dir: None,
             classroom: false,
+        };
+        for opt in OPTIONS {
+            if let Initial::Value(v) = opt.initial {
+                // Checked by the `defaults` test: a bad default fails it.
+                (opt.set)(&mut config, opt.flag, v).expect("a default in OPTIONS parses");
+            }
         }
+        config
     }
 }
 
@@ -150,42 +391,12 @@ impl Config {
         F: Fn(&str) -> Option<String>,
     {
         let mut config = Config::default();
-        // Environment first, so that flags read afterwards override it.
-        let env = |name: &str| env(name).filter(|v| !v.is_empty());
-        if let Some(v) = env("LIKEBOARD_LISTEN") {
-            config.listen = parse("LIKEBOARD_LISTEN", &v)?;
-        }
-        config.redis_url = env("REDIS_URL");
-        if let Some(v) = env("LIKEBOARD_KEY_PREFIX") {
-            config.key_prefix = parse_prefix("LIKEBOARD_KEY_PREFIX", &v)?;
-        }
-        if let Some(v) = env("LIKEBOARD_STREAM_LEN") {
-            config.stream_len = parse_positive("LIKEBOARD_STREAM_LEN", &v)?;
-        }
-        if let Some(v) = env("LIKEBOARD_HEARTBEAT_SECS") {
-            config.heartbeat = Duration::from_secs(parse_positive("LIKEBOARD_HEARTBEAT_SECS", &v)?);
-        }
-        if let Some(v) = env("LIKEBOARD_MAX_SUBSCRIBERS") {
-            config.max_subscribers = Some(parse_positive("LIKEBOARD_MAX_SUBSCRIBERS", &v)?);
-        }
-        if let Some(v) = env("LIKEBOARD_WRITE_RATE") {
-            config.write_rate = parse("LIKEBOARD_WRITE_RATE", &v)?;
-        }
-        if let Some(v) = env("LIKEBOARD_WORKERS") {
-            config.workers = parse_positive("LIKEBOARD_WORKERS", &v)?;
-        }
-        if let Some(v) = env("LIKEBOARD_REQUEST_TIMEOUT_SECS") {
-            config.request_timeout =
-                Duration::from_secs(parse_positive("LIKEBOARD_REQUEST_TIMEOUT_SECS", &v)?);
-        }
-        if let Some(v) = env("LIKEBOARD_SEED_ROUTES") {
-            config.seed_routes = parse_bool("LIKEBOARD_SEED_ROUTES", &v)?;
-        }
-        if let Some(v) = env("LIKEBOARD_ASSETS_DIR") {
-            config.assets_dir = Some(PathBuf::from(v));
-        }
-        if let Some(v) = env("LIKEBOARD_CLASSROOM") {
-            config.classroom = parse_bool("LIKEBOARD_CLASSROOM", &v)?;
+        // Environment first, so that flags read afterwards override it. An empty
+        // variable counts as unset.
+        for opt in OPTIONS {
+            if let Some(v) = env(opt.env).filter(|v| !v.is_empty()) {
+                (opt.set)(&mut config, opt.env, &v)?;
+            }
         }
 
         let mut args = args.into_iter();
@@ -195,43 +406,24 @@ impl Config {
                 Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
                 _ => (arg.clone(), None),
             };
-            let mut value = || -> Result<String, ConfigError> {
-                match inline.clone() {
-                    Some(v) => Ok(v),
-                    None => args
-                        .next()
-                        .ok_or_else(|| ConfigError(format!("{flag} needs a value"))),
-                }
-            };
             match flag.as_str() {
                 "--help" | "-h" => return Ok(Command::Help),
                 "--version" | "-V" => return Ok(Command::Version),
-                "--listen" => config.listen = parse(&flag, &value()?)?,
-                "--redis-url" => config.redis_url = Some(value()?).filter(|v| !v.is_empty()),
-                "--key-prefix" => config.key_prefix = parse_prefix(&flag, &value()?)?,
-                "--stream-len" => config.stream_len = parse_positive(&flag, &value()?)?,
-                "--heartbeat-secs" => {
-                    config.heartbeat = Duration::from_secs(parse_positive(&flag, &value()?)?)
-                }
-                "--max-subscribers" => {
-                    config.max_subscribers = Some(parse_positive(&flag, &value()?)?)
-                }
-                "--write-rate" => config.write_rate = parse(&flag, &value()?)?,
-                "--workers" => config.workers = parse_positive(&flag, &value()?)?,
-                "--request-timeout-secs" => {
-                    config.request_timeout = Duration::from_secs(parse_positive(&flag, &value()?)?)
-                }
-                "--seed-routes" => match inline {
-                    Some(v) => config.seed_routes = parse_bool(&flag, &v)?,
-                    None => config.seed_routes = true,
-                },
-                "--assets-dir" => config.assets_dir = Some(PathBuf::from(value()?)),
-                "--classroom" => match inline {
-                    Some(v) => config.classroom = parse_bool(&flag, &v)?,
-                    None => config.classroom = true,
-                },
-                other => return Err(ConfigError(format!("unknown argument {other:?}"))),
+                _ => {}
             }
+            let opt = OPTIONS
+                .iter()
+                .find(|o| o.flag == flag)
+                .ok_or_else(|| ConfigError(format!("unknown argument {flag:?}")))?;
+            let value = match (inline, opt.value) {
+                (Some(v), _) => v,
+                // A bare switch turns its setting on.
+                (None, None) => "1".to_string(),
+                (None, Some(_)) => args
+                    .next()
+                    .ok_or_else(|| ConfigError(format!("{flag} needs a value")))?,
+            };
+            (opt.set)(&mut config, &flag, &value)?;
         }
         Ok(Command::Run(Box::new(config)))
     }
@@ -304,13 +496,62 @@ mod tests {
     #[test]
     fn defaults() {
         let c = run(&[], &[]).unwrap();
-        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.redis_url, None);
         assert_eq!(c.key_prefix, "likeboard");
         assert_eq!(c.stream_len, 10_000);
         assert_eq!(c.heartbeat, Duration::from_secs(15));
         assert!(!c.seed_routes);
         assert!(!c.classroom);
+        // The rest of the table's values, which Config::default parses too.
+        assert_eq!(c.write_rate, 120);
+        assert_eq!(c.workers, 16);
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_subscribers, None);
+        assert_eq!(c.assets_dir, None);
+    }
+
+    /// Flags and variables are unique (a repeated one would shadow the other),
+    /// and an option is a switch exactly when it defaults to off.
+    #[test]
+    fn table_is_consistent() {
+        for (i, opt) in OPTIONS.iter().enumerate() {
+            assert!(opt.flag.starts_with("--"), "{}", opt.flag);
+            let later = &OPTIONS[i + 1..];
+            assert!(later.iter().all(|o| o.flag != opt.flag), "{}", opt.flag);
+            assert!(later.iter().all(|o| o.env != opt.env), "{}", opt.env);
+            assert_eq!(
+                opt.value.is_none(),
+                opt.initial == Initial::Off,
+                "{}",
+                opt.flag
+            );
+        }
+    }
+
+    /// `--help` states the per-IP write limit the rate limiter really applies.
+    #[test]
+    fn help_states_the_ip_factor() {
+        let opt = OPTIONS.iter().find(|o| o.flag == "--write-rate").unwrap();
+        let factor = format!("{} times", crate::ratelimit::IP_FACTOR);
+        assert!(opt.help.contains(&factor), "{}", opt.help);
+    }
+
+    /// `--help` lists every option with its variable and its default.
+    #[test]
+    fn help_lists_every_option() {
+        // The wrapped text, with its line breaks and indents as single spaces.
+        let help = USAGE.to_string();
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for opt in OPTIONS {
+            let source = format!("[{}] default {}", opt.env_shown(), opt.initial.text());
+            assert!(
+                flat.contains(&format!("{} ", opt.flag_shown())),
+                "{}",
+                opt.flag
+            );
+            assert!(flat.contains(&source), "{source}");
+        }
     }
 
     /// `--classroom` and LIKEBOARD_CLASSROOM turn the fault panel on.

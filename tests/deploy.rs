@@ -144,8 +144,8 @@ impl Drop for Nginx {
 
 /// The shipped site, on a loopback port in front of two instances on one
 /// Redis: a browser-style like (Origin = Host) gets through, the stream
-/// arrives unbuffered with events taken by either instance, and /metrics is
-/// not served to the public.
+/// arrives unbuffered with events taken by either instance, /metrics is not
+/// served to the public, and an oversized body gets a JSON 413 from nginx.
 #[test]
 fn nginx_site_carries_likes_and_streams() {
     let nginx = require_tool("nginx", "nginx");
@@ -229,4 +229,13 @@ fn nginx_site_carries_likes_and_streams() {
 
     assert_eq!(http(front, "GET", "/metrics", &[], b"").status, 404);
     assert_eq!(http(front, "GET", "/healthz", &[], b"").status, 200);
+
+    // A body over 16 KiB is refused by nginx itself, in likeboard's JSON format
+    // rather than nginx's HTML page.
+    let big = vec![b'x'; 17 * 1024];
+    let json = [("Content-Type", "application/json"), ("Cookie", &cookie)];
+    let r = http(front, "POST", "/api/comments", &json, &big);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert!(r.json()["error"].is_string(), "{}", r.text());
 }

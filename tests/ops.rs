@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use likeboard::config::{Initial, OPTIONS};
 use support::{http, visitor, Backend, Likeboard, RedisServer, SseClient, TempDir};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -374,8 +375,9 @@ fn bad_flags_exit_2_with_one_line() {
     }
 }
 
-/// Every flag the parser accepts is in `--help` with its variable, and the
-/// README's configuration table lists each flag and variable too.
+/// Every option in src/config.rs's table is in `--help` with its variable and
+/// default, and README's configuration table has a row for each with the same
+/// flag, variable and default, and no row for an option the program lacks.
 #[test]
 fn help_and_readme_list_every_flag() {
     let help = Command::new(env!("CARGO_BIN_EXE_likeboard"))
@@ -384,49 +386,48 @@ fn help_and_readme_list_every_flag() {
         .unwrap();
     assert!(help.status.success());
     let help = String::from_utf8(help.stdout).unwrap();
+    // --help wraps its lines; compare with every run of whitespace as one space.
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let source = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
-    // The parser only, not its unit tests (which try bad flags on purpose).
-    let config = source.split("#[cfg(test)]").next().unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let table: String = readme
+    let section = readme
         .split("## Configuration")
         .nth(1)
         .and_then(|s| s.split("\n## ").next())
-        .expect("a Configuration section in README.md")
-        .to_string();
+        .expect("a Configuration section in README.md");
+    // The table's rows, as cells: flag, variable, default, what it sets.
+    let rows: Vec<Vec<&str>> = section
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        OPTIONS.len(),
+        "README's configuration table and config::OPTIONS differ: {rows:?}"
+    );
 
-    // Flags: every `"--name"` match arm in src/config.rs.
-    let flags: Vec<&str> = config
-        .split('"')
-        .filter(|s| {
-            s.starts_with("--")
-                && s.len() > 2
-                && s[2..].bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
-        })
-        .collect();
-    assert!(flags.len() >= 10, "{flags:?}");
-    for flag in flags {
-        assert!(help.contains(flag), "--help misses {flag}");
-        if flag != "--help" && flag != "--version" {
-            assert!(
-                table.contains(&format!("`{flag}")),
-                "README's table misses {flag}"
-            );
-        }
-    }
-    // Variables: every `env("NAME")` read in src/config.rs.
-    let vars: Vec<&str> = config
-        .split("env(\"")
-        .skip(1)
-        .filter_map(|s| s.split('"').next())
-        .collect();
-    assert!(vars.len() >= 10, "{vars:?}");
-    for var in vars {
-        assert!(help.contains(&format!("[{var}")), "--help misses {var}");
+    for opt in OPTIONS {
+        let flag = opt.flag_shown();
+        let env = opt.env_shown();
+        let default = opt.initial.text();
+        assert!(help.contains(&format!("{flag} ")), "--help misses {flag}");
         assert!(
-            table.contains(&format!("`{var}")),
-            "README's table misses {var}"
+            help.contains(&format!("[{env}] default {default}")),
+            "--help misses {flag}'s [{env}] default {default}"
         );
+        let row = rows
+            .iter()
+            .find(|r| r[0] == format!("`{flag}`"))
+            .unwrap_or_else(|| panic!("README's table misses `{flag}`"));
+        assert_eq!(row[1], format!("`{env}`"), "README's variable for {flag}");
+        let shown = match opt.initial {
+            Initial::Value(v) => format!("`{v}`"),
+            Initial::Unset(_) | Initial::Off => default.to_string(),
+        };
+        assert_eq!(row[2], shown, "README's default for {flag}");
+    }
+    for flag in ["--help", "--version"] {
+        assert!(help.contains(flag), "--help misses {flag}");
     }
 }
