@@ -14,7 +14,10 @@
 //! - [`pump`]: one thread that reads new events from the store's log and
 //!   publishes each batch to the hub.
 //! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
-//! - [`sse`]: events to exact bytes, and the per-client writer loop.
+//! - [`sse`]: Server-Sent Events, a file per job: [`sse::frame`] (an event to
+//!   exact bytes), [`sse::wire`] (the response head and the body's framing),
+//!   [`sse::replay`] (what a reconnecting client missed) and [`sse::stream`]
+//!   (the per-client writer loop with heartbeat).
 //! - [`viewers`]: a thread that sends the live viewer count (id-less events).
 //! - [`classroom`]: the fault panel behind `--classroom`.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.

@@ -275,7 +275,7 @@ impl Worker {
                 if let SubscribeError::Full { cap } = refusal {
                     log::warn!("SSE client refused: at the cap of {cap} subscribers");
                 }
-                let _ = wire.start(&sse::head(framing, ""));
+                let _ = wire.start(&sse::head(framing));
                 let _ = wire.send(&sse::retry_field(jittered_retry_ms()));
                 let _ = wire.finish();
                 return;
@@ -295,7 +295,7 @@ impl Worker {
                     viewers,
                     control,
                 };
-                if wire.start(&sse::head(framing, "")).is_ok()
+                if wire.start(&sse::head(framing)).is_ok()
                     && wire.send(&sse::retry_field(sse::RETRY_MS)).is_ok()
                 {
                     log::info!("SSE client connected ({} now)", app.hub.len());

@@ -1,0 +1,219 @@
+//! One client's stream: replay, then its hub channel drained into one write per
+//! wake-up, with heartbeats while it is quiet.
+//!
+//! A failed write means the client left: the loop ends and the caller drops
+//! the subscription, which leaves the hub.
+
+use std::time::{Duration, Instant};
+
+use super::frame::{viewers_event, Dialect, Message, HEARTBEAT};
+use super::outlet::Outlet;
+use super::replay::{catch_up, replay, Resume};
+use super::wire::Wire;
+use crate::classroom::{Control, Poke};
+use crate::hub::Subscription;
+use crate::store::Store;
+
+/// Why a stream ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// A write failed: the client went away.
+    ClientLeft,
+    /// The hub closed our channel: we were too slow, or the server is stopping.
+    Unsubscribed,
+    /// The classroom's fault panel asked us to drop this connection.
+    Dropped,
+}
+
+/// Options of one client's stream.
+pub struct StreamOptions {
+    pub dialect: Dialect,
+    pub resume: Resume,
+    pub heartbeat: Duration,
+    /// Pass on `event: viewers` (the page asks with `?viewers=1`; plain API
+    /// clients keep the documented stream of log events only).
+    pub viewers: bool,
+    /// The fault panel's hold on this stream (`--classroom` and `?client=`).
+    pub control: Option<Control>,
+}
+
+/// Runs one client's stream until it ends: replay, then live events and
+/// heartbeats. The caller has already written the head and the first `retry:`.
+pub fn run(
+    wire: &mut Wire,
+    sub: &Subscription<Message>,
+    store: &dyn Store,
+    opts: &StreamOptions,
+) -> End {
+    // Without the fault panel, `pokes` never fires and `out` writes straight through.
+    let never = crossbeam_channel::never();
+    let pokes = opts.control.as_ref().map_or(&never, |c| &c.pokes);
+    let mut out = Outlet {
+        wire,
+        control: opts.control.as_ref(),
+        held: Vec::new(),
+    };
+    // The subscription exists before the replay is read, so nothing published
+    // in between is lost; `last_sent` drops anything the replay already covered.
+    let mut last_sent = match replay(&mut out, store, opts.resume, opts.dialect) {
+        Ok(last) => last,
+        Err(_) => return End::ClientLeft,
+    };
+    // Grows on demand, like the wire's frame buffer.
+    let mut buf = Vec::new();
+    // Heartbeats are due a heartbeat period after the last write, not after the
+    // last wake-up: a batch with nothing for this client (a viewer count it did
+    // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
+    let mut beat_due = Instant::now() + opts.heartbeat;
+    loop {
+        let first = crossbeam_channel::select! {
+            recv(sub.rx) -> batch => match batch {
+                Ok(batch) => batch,
+                Err(_) => return End::Unsubscribed,
+            },
+            recv(pokes) -> poke => match poke {
+                Ok(Poke::Drop) | Err(_) => return End::Dropped,
+                Ok(Poke::Changed) => {
+                    if out.send(b"").is_err() {
+                        return End::ClientLeft;
+                    }
+                    continue;
+                }
+            },
+            default(beat_due.saturating_duration_since(Instant::now())) => {
+                let quiet = opts.control.as_ref().is_some_and(|c| c.quiet());
+                if !quiet && out.send(HEARTBEAT).is_err() {
+                    return End::ClientLeft;
+                }
+                beat_due = Instant::now() + opts.heartbeat;
+                continue;
+            }
+        };
+        // Coalesce: everything already queued goes out in the same write.
+        buf.clear();
+        let mut viewers = None;
+        for batch in std::iter::once(first).chain(sub.rx.try_iter()) {
+            for event in &batch.events {
+                if let Some(last) = last_sent.filter(|&last| event.id > last + 1) {
+                    // A gap. Event ids are consecutive, so events between `last`
+                    // and this one never reached our channel: the pump started
+                    // (or resumed) after our replay was read, or the stream was
+                    // trimmed past it. History fills the gap, or says reset.
+                    if out.send(&buf).is_err() {
+                        return End::ClientLeft;
+                    }
+                    buf.clear();
+                    match catch_up(&mut out, store, last, true, opts.dialect) {
+                        Ok(caught_up) => last_sent = Some(caught_up),
+                        Err(_) => return End::ClientLeft,
+                    }
+                }
+                if last_sent.is_some_and(|last| event.id <= last) {
+                    continue;
+                }
+                buf.extend_from_slice(event.bytes(opts.dialect));
+                last_sent = Some(event.id);
+            }
+            if opts.viewers && opts.dialect == Dialect::Standard {
+                // Only the newest count matters.
+                viewers = batch.viewers.or(viewers);
+            }
+        }
+        if let Some(count) = viewers {
+            buf.extend_from_slice(&viewers_event(count));
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        if out.send(&buf).is_err() {
+            return End::ClientLeft;
+        }
+        beat_due = Instant::now() + opts.heartbeat;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sse::frame::{like, Batch};
+    use crate::sse::sink::SharedSink;
+    use crate::sse::wire::Framing;
+    use crate::store::{Event, LikeOp};
+
+    /// Runs a Live stream over `batches` (then the hub closes) and returns the body.
+    fn stream_batches(store: &dyn Store, batches: Vec<Vec<Event>>) -> String {
+        let hub = crate::hub::Hub::new(4);
+        let sub = hub.subscribe().unwrap();
+        for events in &batches {
+            hub.publish(Arc::new(Batch::new(events)));
+        }
+        hub.close();
+        let sink = SharedSink::default();
+        let mut wire = Wire::new(Box::new(sink.clone()), Framing::CloseDelimited);
+        let opts = StreamOptions {
+            dialect: Dialect::Standard,
+            resume: Resume::Live,
+            heartbeat: Duration::from_secs(60),
+            viewers: false,
+            control: None,
+        };
+        assert_eq!(run(&mut wire, &sub, store, &opts), End::Unsubscribed);
+        String::from_utf8(sink.take()).unwrap()
+    }
+
+    fn ids(body: &str) -> Vec<u64> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
+            .collect()
+    }
+
+    fn store_with_likes(capacity: u64, likes: u64) -> crate::store::memory::MemoryStore {
+        let store = crate::store::memory::MemoryStore::new(capacity);
+        let c = store
+            .add_comment(crate::store::NewComment {
+                nickname: "n".into(),
+                content: "c".into(),
+                created_at: 0,
+            })
+            .unwrap();
+        for v in 0..likes {
+            store.set_like(c.id, &v.to_string(), LikeOp::Like).unwrap();
+        }
+        store
+    }
+
+    /// Live events that skip ids (the pump started after the replay was read)
+    /// are completed from history: no gap, no duplicate.
+    #[test]
+    fn gap_in_live_events_is_filled_from_history() {
+        let store = store_with_likes(100, 5); // events 1..=6
+        let body = stream_batches(
+            &store,
+            vec![
+                vec![like(2, 1, 1, LikeOp::Like)],
+                vec![like(5, 1, 4, LikeOp::Like), like(6, 1, 5, LikeOp::Like)],
+            ],
+        );
+        assert_eq!(ids(&body), vec![2, 3, 4, 5, 6], "{body}");
+    }
+
+    /// A gap that history no longer covers becomes `event: reset`, and ids still rise.
+    #[test]
+    fn gap_beyond_history_resets() {
+        let store = store_with_likes(2, 5); // keeps events 5 and 6
+        let body = stream_batches(
+            &store,
+            vec![
+                vec![like(2, 1, 1, LikeOp::Like)],
+                vec![like(6, 1, 5, LikeOp::Like)],
+            ],
+        );
+        assert!(
+            body.contains("id: 6\nevent: reset\ndata: {\"last_event_id\":\"6\"}\n\n"),
+            "{body}"
+        );
+        assert_eq!(ids(&body), vec![2, 6], "{body}");
+    }
+}
