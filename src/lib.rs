@@ -17,7 +17,8 @@
 //! - [`sse`]: Server-Sent Events, a file per job: [`sse::frame`] (an event to
 //!   exact bytes), [`sse::wire`] (the response head and the body's framing),
 //!   [`sse::replay`] (what a reconnecting client missed) and [`sse::stream`]
-//!   (the per-client writer loop with heartbeat).
+//!   (one client's stream from its head to its last chunk: the writer loop
+//!   with heartbeat).
 //! - [`viewers`]: a thread that sends the live viewer count (id-less events).
 //! - [`classroom`]: the fault panel behind `--classroom`.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.

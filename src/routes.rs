@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use tiny_http::{Method, Request};
 
-use crate::classroom::{self, Classroom, Control};
+use crate::classroom::{self, Classroom};
 use crate::config::Config;
 use crate::error::Error;
 use crate::hub::Hub;
@@ -21,7 +21,7 @@ use crate::metrics::{self, Metrics};
 use crate::page::Page;
 use crate::pump::PumpStats;
 use crate::ratelimit::RateLimiter;
-use crate::sse::{Dialect, Message, Resume};
+use crate::sse::{Dialect, Message, Resume, StreamOptions};
 use crate::store::{LikeOp, NewComment, Store};
 
 /// Largest request body accepted (413 above it).
@@ -65,15 +65,8 @@ pub struct Visitor {
 /// What to do with a request.
 pub enum Outcome {
     Reply(Reply),
-    /// Open an event stream in this dialect, resuming as asked.
-    Stream {
-        dialect: Dialect,
-        resume: Resume,
-        /// Also send `event: viewers` (`?viewers=1`).
-        viewers: bool,
-        /// The fault panel's hold on this stream (`--classroom`, `?client=`).
-        control: Option<Control>,
-    },
+    /// Open an event stream with these options (dialect, where to resume...).
+    Stream(StreamOptions),
 }
 
 /// A complete response.
@@ -163,12 +156,13 @@ pub fn route(app: &App, req: &mut Request, visitor: &Visitor) -> Result<Outcome,
                 }
                 control = room.attach(token);
             }
-            return Ok(Outcome::Stream {
+            return Ok(Outcome::Stream(StreamOptions {
                 dialect: Dialect::Standard,
                 resume: Resume::parse(resume),
+                heartbeat: app.config.heartbeat,
                 viewers: target.param("viewers") == Some("1"),
                 control,
-            });
+            }));
         }
         (Method::Post, ["api", "classroom", token, action]) if app.classroom.is_some() => {
             check_same_origin(req)?;
@@ -227,12 +221,13 @@ fn seed_route(
         }
         (Method::Get, "/sse") => {
             let resume = header(req, "Last-Event-ID").or_else(|| target.param("since"));
-            return Ok(Outcome::Stream {
+            return Ok(Outcome::Stream(StreamOptions {
                 dialect: Dialect::Seed,
                 resume: Resume::parse(resume),
+                heartbeat: app.config.heartbeat,
                 viewers: false,
                 control: None,
-            });
+            }));
         }
         (_, path) => return Err(not_found_or_405(path, true)),
     };

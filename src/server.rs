@@ -3,8 +3,8 @@
 //!
 //! Shape: tiny_http accepts connections and parses requests; a fixed set of
 //! worker threads take requests from it and answer them (the cap on concurrent
-//! ordinary requests). A request for `/events` gets a thread of its own that
-//! writes the stream until the client leaves. Only this module and `routes.rs`
+//! ordinary requests). A request for `/events` gets a thread of its own, which
+//! runs [`sse::stream::serve`] until the client leaves. Only this module and `routes.rs`
 //! import tiny_http.
 
 use std::io;
@@ -18,12 +18,10 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 use tiny_http::{HTTPVersion, Header, Request, Response};
 
-use crate::classroom::Control;
 use crate::error::Error;
 use crate::guard::{self, Guard};
-use crate::hub::SubscribeError;
 use crate::routes::{self, App, Outcome, Reply, Visitor};
-use crate::sse::{self, Dialect, End, Framing, Resume, StreamOptions, Wire};
+use crate::sse::{self, Framing, StreamOptions, Wire};
 
 /// Pending connections the kernel queues for us. std's `TcpListener::bind` uses
 /// 128: a burst of 1,000 connects then waits on SYN retries (seconds). The
@@ -205,13 +203,8 @@ impl Worker {
             routes::route(&self.app, &mut request, &visitor)
         });
         let reply = match outcome {
-            Ok(Outcome::Stream {
-                dialect,
-                resume,
-                viewers,
-                control,
-            }) => {
-                self.start_stream(request, dialect, resume, viewers, control);
+            Ok(Outcome::Stream(opts)) => {
+                self.start_stream(request, opts);
                 self.observe(&method, &path, 200, started);
                 log::debug!(
                     "{method} {path} -> stream ({} ms)",
@@ -247,15 +240,9 @@ impl Worker {
             .observe_request(route, method, status, took);
     }
 
-    /// Takes the raw socket from tiny_http and hands it to a writer thread.
-    fn start_stream(
-        &self,
-        request: Request,
-        dialect: Dialect,
-        resume: Resume,
-        viewers: bool,
-        control: Option<Control>,
-    ) {
+    /// Takes the raw socket from tiny_http and hands it to a writer thread,
+    /// which serves the stream from its head to its last chunk.
+    fn start_stream(&self, request: Request, opts: StreamOptions) {
         let framing = if *request.http_version() == HTTPVersion(1, 0) {
             Framing::CloseDelimited
         } else {
@@ -266,20 +253,11 @@ impl Worker {
         // read half so tiny_http's pool thread parked on it is freed.
         self.guard.stream(peer);
         let subscription = self.app.hub.subscribe();
-        let mut wire = Wire::new(request.into_writer(), framing);
+        let wire = Wire::new(request.into_writer(), framing);
         let sub = match subscription {
             Ok(sub) => sub,
-            Err(refusal) => {
-                // Over the cap: a 503 would make EventSource give up for good, so
-                // answer 200 with a jittered retry hint and close the stream.
-                if let SubscribeError::Full { cap } = refusal {
-                    log::warn!("SSE client refused: at the cap of {cap} subscribers");
-                }
-                let _ = wire.start(&sse::head(framing));
-                let _ = wire.send(&sse::retry_field(jittered_retry_ms()));
-                let _ = wire.finish();
-                return;
-            }
+            // Over the cap or stopping: answered on this thread, costing none.
+            Err(refusal) => return sse::stream::refuse(wire, refusal),
         };
         let app = Arc::clone(&self.app);
         let streams = Arc::clone(&self.streams);
@@ -288,40 +266,8 @@ impl Worker {
             .name("sse".into())
             .stack_size(STREAM_STACK)
             .spawn(move || {
-                let opts = StreamOptions {
-                    dialect,
-                    resume,
-                    heartbeat: app.config.heartbeat,
-                    viewers,
-                    control,
-                };
-                if wire.start(&sse::head(framing)).is_ok()
-                    && wire.send(&sse::retry_field(sse::RETRY_MS)).is_ok()
-                {
-                    log::info!("SSE client connected ({} now)", app.hub.len());
-                    // The page shows the count at once; the viewers thread
-                    // sends changes from here on.
-                    if opts.viewers {
-                        let _ = wire.send(&sse::viewers_event(app.hub.len()));
-                    }
-                    let end = catch_unwind(AssertUnwindSafe(|| {
-                        sse::run(&mut wire, &sub, &*app.store, &opts)
-                    }));
-                    match end {
-                        Ok(End::Unsubscribed) => {
-                            // Too slow, or shutting down: come back later and replay.
-                            let _ = wire.send(&sse::retry_field(sse::RETRY_MS));
-                        }
-                        Ok(End::ClientLeft) => {}
-                        Ok(End::Dropped) => log::info!("SSE client dropped by the fault panel"),
-                        Err(_) => log::error!("SSE writer panicked; stream closed"),
-                    }
-                    let _ = wire.finish();
-                }
-                drop(sub);
-                drop(wire);
+                sse::stream::serve(wire, sub, &app.hub, &*app.store, &opts);
                 streams.fetch_sub(1, Ordering::SeqCst);
-                log::info!("SSE client disconnected ({} now)", app.hub.len());
             });
         if let Err(e) = spawned {
             // The closure (and with it the socket and the subscription) is dropped.
@@ -416,15 +362,6 @@ fn random_hex() -> String {
         bytes[8..].copy_from_slice(&hash(2).to_le_bytes());
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A retry delay between 2 and 6 seconds, so refused clients do not all come
-/// back in the same instant.
-fn jittered_retry_ms() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    2000 + h.finish() % 4000
 }
 
 #[cfg(test)]

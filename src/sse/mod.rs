@@ -23,12 +23,10 @@ pub mod replay;
 pub mod stream;
 pub mod wire;
 
-pub use frame::{
-    reset_event, retry_field, viewers_event, Batch, Dialect, Encoded, Message, HEARTBEAT, RETRY_MS,
-};
+pub use frame::{Batch, Dialect, Message};
 pub use replay::Resume;
-pub use stream::{run, End, StreamOptions};
-pub use wire::{head, Framing, Wire};
+pub use stream::StreamOptions;
+pub use wire::{Framing, Wire};
 
 /// A `Write` whose bytes the test can read back while the code under test owns it.
 #[cfg(test)]

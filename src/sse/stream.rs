@@ -1,17 +1,21 @@
-//! One client's stream: replay, then its hub channel drained into one write per
-//! wake-up, with heartbeats while it is quiet.
+//! One client's stream, from its response head to its last chunk: [`serve`]
+//! writes the head and the first `retry:`, replays, then drains the client's
+//! hub channel into one write per wake-up, with heartbeats while it is quiet,
+//! and ends the body. A client over the cap gets [`refuse`] instead.
 //!
-//! A failed write means the client left: the loop ends and the caller drops
-//! the subscription, which leaves the hub.
+//! The server takes the socket from tiny_http, spawns the thread and calls
+//! [`serve`] on it; nothing here knows HTTP requests. A failed write means the
+//! client left: the stream ends and its subscription leaves the hub.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use super::frame::{viewers_event, Dialect, Message, HEARTBEAT};
+use super::frame::{retry_field, viewers_event, Dialect, Message, HEARTBEAT, RETRY_MS};
 use super::outlet::Outlet;
 use super::replay::{catch_up, replay, Resume};
 use super::wire::Wire;
 use crate::classroom::{Control, Poke};
-use crate::hub::Subscription;
+use crate::hub::{Hub, SubscribeError, Subscription};
 use crate::store::Store;
 
 /// Why a stream ended.
@@ -25,10 +29,11 @@ pub enum End {
     Dropped,
 }
 
-/// Options of one client's stream.
+/// Options of one client's stream, as the routes read them from its request.
 pub struct StreamOptions {
     pub dialect: Dialect,
     pub resume: Resume,
+    /// How long the stream may stay silent before a heartbeat comment goes out.
     pub heartbeat: Duration,
     /// Pass on `event: viewers` (the page asks with `?viewers=1`; plain API
     /// clients keep the documented stream of log events only).
@@ -37,8 +42,67 @@ pub struct StreamOptions {
     pub control: Option<Control>,
 }
 
+/// Serves one client's stream until it ends, on the thread the server gave it:
+/// the head and the first `retry:`, the current viewer count if asked for, the
+/// replay and live events ([`run`]), a last `retry:` when the hub let go of us,
+/// and the end of the body. `hub` is only read for the number of streams.
+pub fn serve(
+    mut wire: Wire,
+    sub: Subscription<Message>,
+    hub: &Hub<Message>,
+    store: &dyn Store,
+    opts: &StreamOptions,
+) {
+    if wire.start().is_ok() && wire.send(&retry_field(RETRY_MS)).is_ok() {
+        log::info!("SSE client connected ({} now)", hub.len());
+        // The page shows the count at once; the viewers thread sends changes
+        // from here on.
+        if opts.viewers {
+            let _ = wire.send(&viewers_event(hub.len()));
+        }
+        // A panic in the writer ends this stream, properly, and nothing else.
+        let end = catch_unwind(AssertUnwindSafe(|| run(&mut wire, &sub, store, opts)));
+        match end {
+            Ok(End::Unsubscribed) => {
+                // Too slow, or shutting down: come back later and replay.
+                let _ = wire.send(&retry_field(RETRY_MS));
+            }
+            Ok(End::ClientLeft) => {}
+            Ok(End::Dropped) => log::info!("SSE client dropped by the fault panel"),
+            Err(_) => log::error!("SSE writer panicked; stream closed"),
+        }
+        let _ = wire.finish();
+    }
+    // Leaving the hub first makes the count below include this client no more.
+    drop(sub);
+    drop(wire);
+    log::info!("SSE client disconnected ({} now)", hub.len());
+}
+
+/// Answers a stream request the hub refused (over the cap, or stopping) on the
+/// caller's thread: no writer thread is spent on it. A 503 would make
+/// EventSource give up for good, so this is a 200 with a jittered retry hint
+/// and an empty stream.
+pub fn refuse(mut wire: Wire, refusal: SubscribeError) {
+    if let SubscribeError::Full { cap } = refusal {
+        log::warn!("SSE client refused: at the cap of {cap} subscribers");
+    }
+    let _ = wire.start();
+    let _ = wire.send(&retry_field(jittered_retry_ms()));
+    let _ = wire.finish();
+}
+
+/// A retry delay between 2 and 6 seconds, so refused clients do not all come
+/// back in the same instant.
+fn jittered_retry_ms() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    2000 + h.finish() % 4000
+}
+
 /// Runs one client's stream until it ends: replay, then live events and
-/// heartbeats. The caller has already written the head and the first `retry:`.
+/// heartbeats. [`serve`] has already written the head and the first `retry:`.
 pub fn run(
     wire: &mut Wire,
     sub: &Subscription<Message>,

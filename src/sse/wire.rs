@@ -19,7 +19,7 @@ pub enum Framing {
 }
 
 /// The response head of an event stream, written raw onto the socket.
-pub fn head(framing: Framing) -> Vec<u8> {
+fn head(framing: Framing) -> Vec<u8> {
     let delimiting = match framing {
         Framing::Chunked => "Transfer-Encoding: chunked\r\n",
         Framing::CloseDelimited => "Connection: close\r\n",
@@ -53,10 +53,10 @@ impl Wire {
         }
     }
 
-    /// Writes the response head (unframed) and flushes it, so the browser sees
-    /// the stream open at once.
-    pub fn start(&mut self, head: &[u8]) -> io::Result<()> {
-        self.out.write_all(head)?;
+    /// Writes the response head (unframed, announcing this wire's framing) and
+    /// flushes it, so the browser sees the stream open at once.
+    pub fn start(&mut self) -> io::Result<()> {
+        self.out.write_all(&head(self.framing))?;
         self.out.flush()
     }
 
