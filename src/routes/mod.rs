@@ -4,7 +4,6 @@
 //! a [`Reply`], or asks the server to open an event stream ([`Outcome::Stream`]).
 //! Handlers never broadcast: the store logs every change and the pump delivers it.
 
-use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -22,22 +21,18 @@ use crate::page::Page;
 use crate::pump::PumpStats;
 use crate::ratelimit::RateLimiter;
 use crate::sse::{Dialect, Message, Resume, StreamOptions};
-use crate::store::{LikeOp, NewComment, Store};
 
-/// Largest request body accepted (413 above it).
-pub const BODY_LIMIT: usize = 16 * 1024;
-/// Longest request target accepted (414 above it).
-pub const URL_LIMIT: usize = 8 * 1024;
-/// Most header fields accepted (431 above it); browsers send about twenty.
-pub const HEADER_COUNT_LIMIT: usize = 100;
+mod http;
+mod seed;
+
+use crate::store::{LikeOp, NewComment, Store};
+use http::CSP;
+use http::{check_head, check_same_origin, read_comment_form};
+pub use http::{header, Reply, BODY_LIMIT};
+
 /// Default and maximum page size of `GET /api/comments`.
 const LIMIT_DEFAULT: usize = 100;
-const LIMIT_MAX: usize = 500;
-/// The Content-Security-Policy of the page: scripts and styles only from our
-/// own origin, so no comment text can ever run as script.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-    form-action 'self'; frame-ancestors 'none'";
+pub(super) const LIMIT_MAX: usize = 500;
 
 /// Everything a request handler may use; shared by all threads.
 pub struct App {
@@ -67,41 +62,6 @@ pub enum Outcome {
     Reply(Reply),
     /// Open an event stream with these options (dialect, where to resume...).
     Stream(StreamOptions),
-}
-
-/// A complete response.
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl Reply {
-    fn json(status: u16, value: serde_json::Value) -> Reply {
-        Reply {
-            status,
-            content_type: "application/json",
-            body: value.to_string().into_bytes(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// The reply for an error: its status, JSON body and any header it needs.
-    pub fn error(e: &Error) -> Reply {
-        let mut reply = Reply::json(
-            e.status(),
-            serde_json::from_str(&e.body()).unwrap_or_default(),
-        );
-        match e {
-            Error::MethodNotAllowed { allow } => reply.headers.push(("Allow", allow.to_string())),
-            Error::TooManyRequests { retry_after } => {
-                reply.headers.push(("Retry-After", retry_after.to_string()))
-            }
-            _ => {}
-        }
-        reply
-    }
 }
 
 /// Whether `req` asks for an event stream. While the server stops, these still
@@ -170,72 +130,16 @@ pub fn route(app: &App, req: &mut Request, visitor: &Visitor) -> Result<Outcome,
         }
         (Method::Get, ["healthz"]) => healthz(app),
         (Method::Get, ["metrics"]) => metrics(app)?,
-        _ if app.config.seed_routes => return seed_route(app, req, &method, &target, visitor),
+        _ if app.config.seed_routes => {
+            return seed::seed_route(app, req, &method, &target, visitor)
+        }
         _ => return Err(not_found_or_405(path, false)),
     };
     Ok(Outcome::Reply(reply))
 }
 
-/// The original demo's routes, as thin adapters over the same store and hub.
-fn seed_route(
-    app: &App,
-    req: &mut Request,
-    method: &Method,
-    target: &Target,
-    visitor: &Visitor,
-) -> Result<Outcome, Error> {
-    let reply = match (method, target.path.as_str()) {
-        // Changes state on GET, as the demo did: unsafe cross-site, hence opt-in.
-        (Method::Get, "/addComment") => {
-            check_rate(app, visitor)?;
-            let form = CommentForm {
-                content: target.param("content").map(str::to_string),
-                nickname: target.param("nickName").map(str::to_string),
-            };
-            // The demo answered 200 (Go's default), and its client may check for it.
-            Reply {
-                status: 200,
-                ..add_comment(app, form)?
-            }
-        }
-        (Method::Post | Method::Delete, "/favorite") => {
-            check_same_origin(req)?;
-            let member = target.param("member").unwrap_or("");
-            if member.is_empty() {
-                return Err(Error::BadRequest("member is required".into()));
-            }
-            let id = input::parse_id(member)?;
-            check_rate(app, visitor)?;
-            let op = if *method == Method::Post {
-                LikeOp::Like
-            } else {
-                LikeOp::Unlike
-            };
-            like(app, id, visitor, op)?
-        }
-        (Method::Get, "/commentList") => {
-            let n = input::parse_count(target.param("offset"), "offset", 10, LIMIT_MAX)?;
-            let snapshot = app.store.snapshot(&visitor.id, n, 0)?;
-            let top: Vec<_> = snapshot.comments.into_iter().map(|c| c.comment).collect();
-            Reply::json(200, json!(top))
-        }
-        (Method::Get, "/sse") => {
-            let resume = header(req, "Last-Event-ID").or_else(|| target.param("since"));
-            return Ok(Outcome::Stream(StreamOptions {
-                dialect: Dialect::Seed,
-                resume: Resume::parse(resume),
-                heartbeat: app.config.heartbeat,
-                viewers: false,
-                control: None,
-            }));
-        }
-        (_, path) => return Err(not_found_or_405(path, true)),
-    };
-    Ok(Outcome::Reply(reply))
-}
-
 /// 405 with `Allow` for a known path and a wrong method; 404 otherwise.
-fn not_found_or_405(path: &str, seed: bool) -> Error {
+pub(super) fn not_found_or_405(path: &str, seed: bool) -> Error {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let allow = match segments.as_slice() {
         [""] | ["events"] | ["healthz"] | ["metrics"] | ["static", _] => Some("GET, HEAD"),
@@ -325,7 +229,7 @@ fn list(app: &App, target: &Target, visitor: &Visitor) -> Result<Reply, Error> {
     ))
 }
 
-fn add_comment(app: &App, form: CommentForm) -> Result<Reply, Error> {
+pub(super) fn add_comment(app: &App, form: CommentForm) -> Result<Reply, Error> {
     let (nickname, content) = form.validate()?;
     let created_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -342,7 +246,7 @@ fn add_comment(app: &App, form: CommentForm) -> Result<Reply, Error> {
     Ok(reply)
 }
 
-fn like(app: &App, id: u64, visitor: &Visitor, op: LikeOp) -> Result<Reply, Error> {
+pub(super) fn like(app: &App, id: u64, visitor: &Visitor, op: LikeOp) -> Result<Reply, Error> {
     let outcome = app
         .store
         .set_like(id, &visitor.id, op)?
@@ -432,78 +336,8 @@ fn metrics(app: &App) -> Result<Reply, Error> {
     })
 }
 
-/// Refuses request heads larger than we are willing to look at. tiny_http has
-/// already read the head; the connection guard bounds how much it may read.
-fn check_head(req: &Request) -> Result<(), Error> {
-    if req.url().len() > URL_LIMIT {
-        return Err(Error::UriTooLong { limit: URL_LIMIT });
-    }
-    let headers = req.headers();
-    let bytes: usize = headers
-        .iter()
-        .map(|h| h.field.as_str().as_str().len() + h.value.as_str().len() + 4)
-        .sum();
-    if headers.len() > HEADER_COUNT_LIMIT || bytes > crate::guard::MAX_HEAD_BYTES {
-        return Err(Error::HeaderTooLarge);
-    }
-    Ok(())
-}
-
-fn check_rate(app: &App, visitor: &Visitor) -> Result<(), Error> {
+pub(super) fn check_rate(app: &App, visitor: &Visitor) -> Result<(), Error> {
     app.limiter
         .check(&visitor.id, &visitor.ip)
         .map_err(|retry_after| Error::TooManyRequests { retry_after })
-}
-
-/// Refuses writes sent from another site's page (a browser tells us through
-/// `Sec-Fetch-Site` and `Origin`). Clients that send neither (curl) pass.
-fn check_same_origin(req: &Request) -> Result<(), Error> {
-    let refuse = || Error::Forbidden("cross-site writes are not allowed".into());
-    if let Some(site) = header(req, "Sec-Fetch-Site") {
-        if !matches!(site, "same-origin" | "none") {
-            return Err(refuse());
-        }
-    }
-    if let Some(origin) = header(req, "Origin") {
-        let host = header(req, "Host").unwrap_or("");
-        let origin_host = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .unwrap_or("");
-        if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
-            return Err(refuse());
-        }
-    }
-    Ok(())
-}
-
-fn read_comment_form(req: &mut Request) -> Result<CommentForm, Error> {
-    if req.body_length().is_some_and(|n| n > BODY_LIMIT) {
-        return Err(Error::PayloadTooLarge { limit: BODY_LIMIT });
-    }
-    let content_type = header(req, "Content-Type")
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let mut body = Vec::new();
-    req.as_reader()
-        .take(BODY_LIMIT as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|_| Error::BadRequest("could not read the body".into()))?;
-    if body.len() > BODY_LIMIT {
-        return Err(Error::PayloadTooLarge { limit: BODY_LIMIT });
-    }
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    match mime {
-        "application/json" => CommentForm::from_json(&body),
-        "application/x-www-form-urlencoded" => CommentForm::from_form(&body),
-        _ => Err(Error::UnsupportedMediaType),
-    }
-}
-
-/// The value of the first header called `name` (case-insensitive).
-pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers()
-        .iter()
-        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str())
 }
