@@ -6,7 +6,7 @@
 //! every stream opened with that token and on its next reconnects. A token is
 //! 128 random bits, so nobody can disturb a stream they did not open. Off by
 //! default all the same: it is a teaching tool, not something a public board
-//! needs. Called by `routes.rs` (actions, the 204/500 answer) and `sse/stream.rs`
+//! needs. Called by `routes/api.rs` (actions, the 204/500 answer) and `sse/stream.rs`
 //! (the writer loop's [`Control`]); knows no HTTP types.
 
 use std::collections::HashMap;

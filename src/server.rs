@@ -4,8 +4,8 @@
 //! Shape: tiny_http accepts connections and parses requests; a fixed set of
 //! worker threads take requests from it and answer them (the cap on concurrent
 //! ordinary requests). A request for `/events` gets a thread of its own, which
-//! runs [`sse::stream::serve`] until the client leaves. Only this module and `routes.rs`
-//! import tiny_http.
+//! runs [`sse::stream::serve`] until the client leaves. Only this module and
+//! `routes/` import tiny_http.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -20,7 +20,7 @@ use tiny_http::{HTTPVersion, Header, Request, Response};
 
 use crate::error::Error;
 use crate::guard::{self, Guard};
-use crate::routes::{self, App, Outcome, Reply, Visitor};
+use crate::routes::{self, App, Outcome, Reply, Route, Visitor};
 use crate::sse::{self, Framing, StreamOptions, Wire};
 
 /// Pending connections the kernel queues for us. std's `TcpListener::bind` uses
@@ -193,19 +193,27 @@ impl Worker {
             .collect();
         let (visitor, set_cookie) = visitor_of(&request);
 
+        // The route's label in the metrics; a request refused before it has a
+        // route (its head over the limits, its path not decodable) has none.
+        let mut pattern = Route::NotFound.pattern();
         // A panic in a handler is contained here: logged, answered with 500,
         // and this worker carries on serving.
         let outcome = contain(|| {
+            let target = routes::target(&request)?;
+            // Parsed once: this one value decides the label, the shutdown
+            // answer and the handler.
+            let route = Route::parse(request.method(), &target.path, &self.app.config);
+            pattern = route.pattern();
             let stopping = self.stopping.load(Ordering::SeqCst);
-            if stopping && !routes::opens_stream(&self.app, &request) {
+            if stopping && !route.opens_stream() {
                 return Err(Error::Unavailable("shutting down".into()));
             }
-            routes::route(&self.app, &mut request, &visitor)
+            routes::dispatch(&self.app, &mut request, route, &target, &visitor)
         });
         let reply = match outcome {
             Ok(Outcome::Stream(opts)) => {
                 self.start_stream(request, opts);
-                self.observe(&method, &path, 200, started);
+                self.observe(pattern, &method, 200, started);
                 log::debug!(
                     "{method} {path} -> stream ({} ms)",
                     started.elapsed().as_millis()
@@ -224,7 +232,7 @@ impl Worker {
         if let Err(e) = respond(request, reply, set_cookie) {
             log::debug!("{method} {path}: client left before the reply: {e}");
         }
-        self.observe(&method, &path, status, started);
+        self.observe(pattern, &method, status, started);
         log::info!(
             "{method} {path} {status} {} ms",
             started.elapsed().as_millis()
@@ -232,12 +240,11 @@ impl Worker {
     }
 
     /// Counts an answered request in the metrics, under its route pattern.
-    fn observe(&self, method: &str, path: &str, status: u16, started: Instant) {
-        let route = routes::pattern(path, self.app.config.seed_routes);
+    fn observe(&self, pattern: &'static str, method: &str, status: u16, started: Instant) {
         let took = started.elapsed();
         self.app
             .metrics
-            .observe_request(route, method, status, took);
+            .observe_request(pattern, method, status, took);
     }
 
     /// Takes the raw socket from tiny_http and hands it to a writer thread,

@@ -1,38 +1,45 @@
 //! Request -> reply: the only place that knows the URLs.
 //!
-//! Each handler validates its input, calls the store synchronously and returns
-//! a [`Reply`], or asks the server to open an event stream ([`Outcome::Stream`]).
-//! Handlers never broadcast: the store logs every change and the pump delivers it.
+//! A request is parsed ONCE into a [`Route`] (one `match` on method and path),
+//! and that value decides everything that depends on the URL: which handler
+//! answers ([`dispatch`]), the `Allow` header of a 405, the `route` label of
+//! the request metrics ([`Route::pattern`]) and whether the request opens an
+//! event stream ([`Route::opens_stream`]). Each handler validates its input,
+//! calls the store synchronously and returns a [`Reply`], or asks the server to
+//! open an event stream ([`Outcome::Stream`]). Handlers never broadcast: the
+//! store logs every change and the pump delivers it.
+//!
+//! `api.rs` holds the board's handlers, `seed.rs` the original demo's
+//! (`--seed-routes`), `http.rs` the reply type and the HTTP details every
+//! handler shares. Only the route table here matches on paths.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use serde_json::json;
 use tiny_http::{Method, Request};
 
-use crate::classroom::{self, Classroom};
+use crate::classroom::Classroom;
 use crate::config::Config;
 use crate::error::Error;
 use crate::hub::Hub;
-use crate::input::{self, CommentForm, Target};
-use crate::metrics::{self, Metrics};
+use crate::input::{self, Target};
+use crate::metrics::Metrics;
 use crate::page::Page;
 use crate::pump::PumpStats;
 use crate::ratelimit::RateLimiter;
-use crate::sse::{Dialect, Message, Resume, StreamOptions};
+use crate::sse::{Message, Resume, StreamOptions};
+use crate::store::{LikeOp, Store};
 
+mod api;
 mod http;
 mod seed;
 
-use crate::store::{LikeOp, NewComment, Store};
-use http::CSP;
 use http::{check_head, check_same_origin, read_comment_form};
 pub use http::{header, Reply, BODY_LIMIT};
+use seed::SeedRoute;
 
-/// Default and maximum page size of `GET /api/comments`.
-const LIMIT_DEFAULT: usize = 100;
-pub(super) const LIMIT_MAX: usize = 500;
+/// Most comments one listing returns (`GET /api/comments`, the seed's `/commentList`).
+const LIMIT_MAX: usize = 500;
 
 /// Everything a request handler may use; shared by all threads.
 pub struct App {
@@ -64,280 +71,322 @@ pub enum Outcome {
     Stream(StreamOptions),
 }
 
-/// Whether `req` asks for an event stream. While the server stops, these still
-/// reach the stream hand-off, which answers `200` with a retry hint: a `503`
-/// would make EventSource give up for good.
-pub fn opens_stream(app: &App, req: &Request) -> bool {
-    let path = req.url().split('?').next().unwrap_or("");
-    matches!(req.method(), Method::Get)
-        && (path == "/events" || (app.config.seed_routes && path == "/sse"))
+/// What a request asks for, decided once from its method and its (decoded)
+/// path. Path segments it carries are still unchecked: each handler parses
+/// them strictly, so a bad comment id is a 400, not a 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /`: the board, rendered on the server.
+    Index,
+    /// `GET /static/{name}`: an embedded asset.
+    Static { name: &'a str },
+    /// `GET /api/comments`: a page of the ranking.
+    ListComments,
+    /// `POST /api/comments`.
+    AddComment,
+    /// `POST` (like) or `DELETE` (unlike) `/api/comments/{id}/like`.
+    Like { id: &'a str, op: LikeOp },
+    /// `GET /events`: the event stream.
+    Events,
+    /// `POST /api/classroom/{token}/{action}`: a fault panel button (`--classroom`).
+    Classroom { token: &'a str, action: &'a str },
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /metrics`.
+    Metrics,
+    /// One of the original demo's routes (`--seed-routes`).
+    Seed(SeedRoute),
+    /// A path we serve, asked with a method it does not take: 405 with `Allow`.
+    WrongMethod {
+        /// The label of the path's routes, so a 405 counts where they do.
+        pattern: &'static str,
+        allow: &'static str,
+    },
+    /// A path we do not serve: 404.
+    NotFound,
 }
 
-/// Routes one request. `req` is mutable only to read its body.
-pub fn route(app: &App, req: &mut Request, visitor: &Visitor) -> Result<Outcome, Error> {
+/// The methods a route table entry is tried with to learn which ones a path
+/// takes, each with its bit in [`ALLOW`]. HEAD goes with GET.
+const METHODS: [(Method, usize); 3] = [(Method::Get, 1), (Method::Post, 2), (Method::Delete, 4)];
+/// The `Allow` header for each set of methods, indexed by the sum of their bits.
+const ALLOW: [&str; 8] = [
+    "",
+    "GET, HEAD",
+    "POST",
+    "GET, HEAD, POST",
+    "DELETE",
+    "GET, HEAD, DELETE",
+    "POST, DELETE",
+    "GET, HEAD, POST, DELETE",
+];
+
+impl<'a> Route<'a> {
+    /// The route for `method` on `path`. A path served with other methods is
+    /// [`Route::WrongMethod`], whose `Allow` comes from the same table: the
+    /// methods that would have matched.
+    pub fn parse(method: &Method, path: &'a str, config: &Config) -> Route<'a> {
+        // HEAD is GET without a body; tiny_http leaves the body out for us.
+        let method = match method {
+            Method::Head => &Method::Get,
+            m => m,
+        };
+        let segments: Vec<&'a str> = path.trim_start_matches('/').split('/').collect();
+        if let Some(route) = Route::table(method, &segments, config) {
+            return route;
+        }
+        let mut allowed = 0;
+        let mut pattern = None;
+        for (other, bit) in &METHODS {
+            if let Some(route) = Route::table(other, &segments, config) {
+                allowed |= bit;
+                pattern = Some(route.pattern());
+            }
+        }
+        match pattern {
+            Some(pattern) => Route::WrongMethod {
+                pattern,
+                allow: ALLOW[allowed],
+            },
+            None => Route::NotFound,
+        }
+    }
+
+    /// The route table: every method and path served, and nothing else.
+    fn table(method: &Method, segments: &[&'a str], config: &Config) -> Option<Route<'a>> {
+        use Method::{Delete, Get, Post};
+        let seed = config.seed_routes;
+        Some(match (method, segments) {
+            (Get, [""]) => Route::Index,
+            (Get, ["static", name]) => Route::Static { name },
+            (Get, ["api", "comments"]) => Route::ListComments,
+            (Post, ["api", "comments"]) => Route::AddComment,
+            (Post, ["api", "comments", id, "like"]) => Route::Like {
+                id,
+                op: LikeOp::Like,
+            },
+            (Delete, ["api", "comments", id, "like"]) => Route::Like {
+                id,
+                op: LikeOp::Unlike,
+            },
+            (Get, ["events"]) => Route::Events,
+            (Post, ["api", "classroom", token, action]) if config.classroom => {
+                Route::Classroom { token, action }
+            }
+            (Get, ["healthz"]) => Route::Healthz,
+            (Get, ["metrics"]) => Route::Metrics,
+            // The seed's like and unlike are POST and DELETE on `/favorite`.
+            (Get, ["addComment"]) if seed => Route::Seed(SeedRoute::AddComment),
+            (Post, ["favorite"]) if seed => Route::Seed(SeedRoute::Favorite(LikeOp::Like)),
+            (Delete, ["favorite"]) if seed => Route::Seed(SeedRoute::Favorite(LikeOp::Unlike)),
+            (Get, ["commentList"]) if seed => Route::Seed(SeedRoute::CommentList),
+            (Get, ["sse"]) if seed => Route::Seed(SeedRoute::Sse),
+            _ => return None,
+        })
+    }
+
+    /// The route as a fixed pattern: the `route` label of the request metrics.
+    /// Never the raw path, or every comment id and every probe for
+    /// `/wp-login.php` would make a new time series.
+    pub fn pattern(&self) -> &'static str {
+        match self {
+            Route::Index => "/",
+            Route::Static { .. } => "/static/{name}",
+            Route::ListComments | Route::AddComment => "/api/comments",
+            Route::Like { .. } => "/api/comments/{id}/like",
+            Route::Events => "/events",
+            Route::Classroom { .. } => "/api/classroom/{token}/{action}",
+            Route::Healthz => "/healthz",
+            Route::Metrics => "/metrics",
+            Route::Seed(SeedRoute::AddComment) => "/addComment",
+            Route::Seed(SeedRoute::Favorite(_)) => "/favorite",
+            Route::Seed(SeedRoute::CommentList) => "/commentList",
+            Route::Seed(SeedRoute::Sse) => "/sse",
+            Route::WrongMethod { pattern, .. } => pattern,
+            Route::NotFound => "unmatched",
+        }
+    }
+
+    /// Whether the request opens an event stream. While the server stops, these
+    /// still reach the stream hand-off, which answers `200` with a retry hint: a
+    /// `503` would make EventSource give up for good.
+    pub fn opens_stream(&self) -> bool {
+        matches!(self, Route::Events | Route::Seed(SeedRoute::Sse))
+    }
+}
+
+/// What a request names, once its head is within our limits: the decoded path
+/// (for [`Route::parse`]) and the query. A 400, 414 or 431 otherwise.
+pub fn target(req: &Request) -> Result<Target, Error> {
     check_head(req)?;
-    let target = Target::parse(req.url())?;
-    // HEAD is GET without a body; tiny_http leaves the body out for us.
-    let method = match req.method() {
-        Method::Head => Method::Get,
-        m => m.clone(),
-    };
-    let path = target.path.as_str();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let reply = match (&method, segments.as_slice()) {
-        (Method::Get, [""]) => index(app)?,
-        (Method::Get, ["static", name]) => static_file(app, name)?,
-        (Method::Get, ["api", "comments"]) => list(app, &target, visitor)?,
-        (Method::Post, ["api", "comments"]) => {
+    Target::parse(req.url())
+}
+
+/// Answers one request on its route. `req` is mutable only to read its body.
+pub fn dispatch(
+    app: &App,
+    req: &mut Request,
+    route: Route,
+    target: &Target,
+    visitor: &Visitor,
+) -> Result<Outcome, Error> {
+    let reply = match route {
+        Route::Index => api::index(app)?,
+        Route::Static { name } => api::static_file(app, name)?,
+        Route::ListComments => api::list(app, target, visitor)?,
+        Route::AddComment => {
             check_same_origin(req)?;
             check_rate(app, visitor)?;
             let form = read_comment_form(req)?;
-            add_comment(app, form)?
+            api::add_comment(app, form)?
         }
-        (Method::Post | Method::Delete, ["api", "comments", id, "like"]) => {
+        Route::Like { id, op } => {
             check_same_origin(req)?;
             let id = input::parse_id(id)?;
             check_rate(app, visitor)?;
-            let op = if method == Method::Post {
-                LikeOp::Like
-            } else {
-                LikeOp::Unlike
-            };
-            like(app, id, visitor, op)?
+            api::like(app, id, visitor, op)?
         }
-        (Method::Get, ["events"]) => {
-            let resume = header(req, "Last-Event-ID").or_else(|| target.param("since"));
-            let mut control = None;
-            let token = target.param("client").filter(|t| classroom::valid_token(t));
-            if let (Some(room), Some(token)) = (&app.classroom, token) {
-                // A fault armed from the panel answers this reconnect instead.
-                if let Some(status) = room.answer_for(token) {
-                    return Ok(Outcome::Reply(fault_answer(status)));
-                }
-                control = room.attach(token);
-            }
-            return Ok(Outcome::Stream(StreamOptions {
-                dialect: Dialect::Standard,
-                resume: Resume::parse(resume),
-                heartbeat: app.config.heartbeat,
-                viewers: target.param("viewers") == Some("1"),
-                control,
-            }));
-        }
-        (Method::Post, ["api", "classroom", token, action]) if app.classroom.is_some() => {
+        Route::Events => return api::events(app, req, target),
+        Route::Classroom { token, action } => {
             check_same_origin(req)?;
-            classroom_action(app, token, action)?
+            api::classroom_action(app, token, action)?
         }
-        (Method::Get, ["healthz"]) => healthz(app),
-        (Method::Get, ["metrics"]) => metrics(app)?,
-        _ if app.config.seed_routes => {
-            return seed::seed_route(app, req, &method, &target, visitor)
+        Route::Healthz => api::healthz(app),
+        Route::Metrics => api::metrics(app)?,
+        Route::Seed(SeedRoute::AddComment) => seed::add_comment(app, target, visitor)?,
+        Route::Seed(SeedRoute::Favorite(op)) => seed::favorite(app, req, op, target, visitor)?,
+        Route::Seed(SeedRoute::CommentList) => seed::comment_list(app, target, visitor)?,
+        Route::Seed(SeedRoute::Sse) => return Ok(seed::sse(app, req, target)),
+        Route::WrongMethod { allow, .. } => return Err(Error::MethodNotAllowed { allow }),
+        Route::NotFound => {
+            let path = truncate_path(&target.path);
+            return Err(Error::NotFound(format!("no route for {path}")));
         }
-        _ => return Err(not_found_or_405(path, false)),
     };
     Ok(Outcome::Reply(reply))
 }
 
-/// 405 with `Allow` for a known path and a wrong method; 404 otherwise.
-pub(super) fn not_found_or_405(path: &str, seed: bool) -> Error {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let allow = match segments.as_slice() {
-        [""] | ["events"] | ["healthz"] | ["metrics"] | ["static", _] => Some("GET, HEAD"),
-        ["api", "comments"] => Some("GET, HEAD, POST"),
-        ["api", "comments", _, "like"] => Some("POST, DELETE"),
-        ["addComment"] | ["commentList"] | ["sse"] if seed => Some("GET, HEAD"),
-        ["favorite"] if seed => Some("POST, DELETE"),
-        _ => None,
-    };
-    match allow {
-        Some(allow) => Error::MethodNotAllowed { allow },
-        None => Error::NotFound(format!("no route for {}", truncate_path(path))),
-    }
-}
-
-/// The route a path belongs to, as a fixed pattern: the `route` label of the
-/// request metrics. Never the raw path, or every comment id and every probe for
-/// `/wp-login.php` would make a new time series.
-pub fn pattern(path: &str, seed_routes: bool) -> &'static str {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.as_slice() {
-        [""] => "/",
-        ["static", _] => "/static/{name}",
-        ["api", "comments"] => "/api/comments",
-        ["api", "comments", _, "like"] => "/api/comments/{id}/like",
-        ["events"] => "/events",
-        ["healthz"] => "/healthz",
-        ["metrics"] => "/metrics",
-        ["addComment"] if seed_routes => "/addComment",
-        ["favorite"] if seed_routes => "/favorite",
-        ["commentList"] if seed_routes => "/commentList",
-        ["sse"] if seed_routes => "/sse",
-        _ => "unmatched",
-    }
+/// Where a stream request asks to resume: `Last-Event-ID` (an EventSource
+/// reconnecting), else `?since=` (a page that just fetched the list).
+fn resume(req: &Request, target: &Target) -> Resume {
+    Resume::parse(header(req, "Last-Event-ID").or_else(|| target.param("since")))
 }
 
 fn truncate_path(path: &str) -> String {
     path.chars().take(100).collect()
 }
 
-fn index(app: &App) -> Result<Reply, Error> {
-    // The board renders without JavaScript too; the script then takes over.
-    let snapshot = app.store.snapshot("", LIMIT_DEFAULT, 0)?;
-    let comments: Vec<_> = snapshot.comments.into_iter().map(|c| c.comment).collect();
-    let html = app
-        .page
-        .render(
-            "index.html",
-            minijinja::context! { comments => minijinja::Value::from(minijinja::value::Serde(&comments)), seed_routes => app.config.seed_routes, classroom => app.config.classroom },
-        )
-        .map_err(|e| Error::Internal(format!("rendering index.html: {e:#}")))?;
-    Ok(Reply {
-        status: 200,
-        content_type: "text/html; charset=utf-8",
-        body: html.into_bytes(),
-        headers: vec![
-            ("Content-Security-Policy", CSP.to_string()),
-            ("Cache-Control", "no-cache".to_string()),
-        ],
-    })
-}
-
-fn static_file(app: &App, name: &str) -> Result<Reply, Error> {
-    let asset = app
-        .page
-        .asset(name)
-        .ok_or_else(|| Error::NotFound(format!("no static file {:?}", truncate_path(name))))?;
-    Ok(Reply {
-        status: 200,
-        content_type: asset.content_type,
-        body: asset.bytes,
-        headers: vec![("Cache-Control", "no-cache".to_string())],
-    })
-}
-
-fn list(app: &App, target: &Target, visitor: &Visitor) -> Result<Reply, Error> {
-    let limit = input::parse_count(target.param("limit"), "limit", LIMIT_DEFAULT, LIMIT_MAX)?;
-    let offset = input::parse_count(target.param("offset"), "offset", 0, 100_000_000)?;
-    let snapshot = app.store.snapshot(&visitor.id, limit, offset)?;
-    Ok(Reply::json(
-        200,
-        json!({
-            "comments": snapshot.comments,
-            // A string: event ids are opaque to clients, as Last-Event-ID is.
-            "last_event_id": snapshot.last_event_id.to_string(),
-        }),
-    ))
-}
-
-pub(super) fn add_comment(app: &App, form: CommentForm) -> Result<Reply, Error> {
-    let (nickname, content) = form.validate()?;
-    let created_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let comment = app.store.add_comment(NewComment {
-        nickname,
-        content,
-        created_at,
-    })?;
-    let mut reply = Reply::json(201, json!(comment));
-    reply
-        .headers
-        .push(("Location", format!("/api/comments/{}", comment.id)));
-    Ok(reply)
-}
-
-pub(super) fn like(app: &App, id: u64, visitor: &Visitor, op: LikeOp) -> Result<Reply, Error> {
-    let outcome = app
-        .store
-        .set_like(id, &visitor.id, op)?
-        .ok_or_else(|| Error::NotFound(format!("no comment {id}")))?;
-    Ok(Reply::json(
-        200,
-        json!({ "id": outcome.id, "score": outcome.score, "liked": outcome.liked }),
-    ))
-}
-
-/// `POST /api/classroom/{token}/{action}`: a button of the fault panel.
-fn classroom_action(app: &App, token: &str, action: &str) -> Result<Reply, Error> {
-    let room = app
-        .classroom
-        .as_ref()
-        .ok_or_else(|| Error::NotFound("the fault panel is off".into()))?;
-    if !classroom::valid_token(token) {
-        return Err(Error::BadRequest(
-            "a client token is 16-64 hex digits".into(),
-        ));
-    }
-    let act = classroom::Action::parse(action)
-        .ok_or_else(|| Error::NotFound(format!("no fault {:?}", truncate_path(action))))?;
-    if !room.act(token, act) {
-        return Err(Error::Unavailable("too many classroom clients".into()));
-    }
-    Ok(Reply::json(
-        200,
-        json!({ "client": token, "fault": action }),
-    ))
-}
-
-/// The reply an armed "answer 204/500" gives a stream request: EventSource
-/// gives up for good on either (204 is the spec's polite way to say "stop").
-fn fault_answer(status: u16) -> Reply {
-    let mut reply = if status == 204 {
-        Reply {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: Vec::new(),
-            headers: Vec::new(),
-        }
-    } else {
-        Reply::json(
-            status,
-            json!({ "error": "the fault panel asked for this error" }),
-        )
-    };
-    reply
-        .headers
-        .push(("Cache-Control", "no-cache".to_string()));
-    reply
-}
-
-fn healthz(app: &App) -> Reply {
-    let store = app.store.ping();
-    if let Err(e) = &store {
-        log::warn!("healthz: {e}");
-    }
-    let mut body = json!({
-        "status": if store.is_ok() { "ok" } else { "unavailable" },
-        "subscribers": app.hub.len(),
-        "max_subscribers": app.hub.cap(),
-        "last_event_id": app.pump.last_delivered.load(Ordering::Relaxed).to_string(),
-        "uptime_s": app.started.elapsed().as_secs(),
-        // "starting" until the pump has reached the store once (see pump.rs).
-        "pump": if app.pump.running.load(Ordering::Relaxed) { "running" } else { "starting" },
-    });
-    // Named after the store ("redis": "ok"), so a failing part is named; the
-    // error itself goes to the log, not to whoever polls this.
-    body[app.store.name()] = json!(if store.is_ok() { "ok" } else { "unreachable" });
-    Reply::json(if store.is_ok() { 200 } else { 503 }, body)
-}
-
-/// The Prometheus exposition. A reverse proxy should not pass this route on
-/// (see deploy/nginx-likeboard.conf): Prometheus scrapes each instance directly.
-fn metrics(app: &App) -> Result<Reply, Error> {
-    let text = app
-        .metrics
-        .render(&app.hub, &app.pump, &*app.store)
-        .map_err(|e| Error::Internal(format!("encoding metrics: {e}")))?;
-    Ok(Reply {
-        status: 200,
-        content_type: metrics::CONTENT_TYPE,
-        body: text.into_bytes(),
-        headers: vec![("Cache-Control", "no-store".to_string())],
-    })
-}
-
-pub(super) fn check_rate(app: &App, visitor: &Visitor) -> Result<(), Error> {
+fn check_rate(app: &App, visitor: &Visitor) -> Result<(), Error> {
     app.limiter
         .check(&visitor.id, &visitor.ip)
         .map_err(|retry_after| Error::TooManyRequests { retry_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<'a>(method: Method, path: &'a str, config: &Config) -> Route<'a> {
+        Route::parse(&method, path, config)
+    }
+
+    /// A path served with other methods is a 405 whose `Allow` lists exactly
+    /// the methods the table would have taken, and it counts under the
+    /// path's own label.
+    #[test]
+    fn wrong_method_allows_what_the_table_takes() {
+        let config = Config::default();
+        for (method, path, allow, pattern) in [
+            (
+                Method::Put,
+                "/api/comments",
+                "GET, HEAD, POST",
+                "/api/comments",
+            ),
+            (
+                Method::Get,
+                "/api/comments/1/like",
+                "POST, DELETE",
+                "/api/comments/{id}/like",
+            ),
+            (Method::Delete, "/", "GET, HEAD", "/"),
+            (
+                Method::Post,
+                "/static/app.js",
+                "GET, HEAD",
+                "/static/{name}",
+            ),
+        ] {
+            assert_eq!(
+                parse(method, path, &config),
+                Route::WrongMethod { pattern, allow },
+                "{path}"
+            );
+        }
+    }
+
+    /// HEAD is answered as GET, on every route GET takes.
+    #[test]
+    fn head_is_get() {
+        let config = Config::default();
+        assert_eq!(parse(Method::Head, "/", &config), Route::Index);
+        assert_eq!(parse(Method::Head, "/events", &config), Route::Events);
+    }
+
+    /// The seed's routes and the fault panel exist only with their flags.
+    #[test]
+    fn optional_routes_need_their_flags() {
+        let off = Config::default();
+        assert_eq!(parse(Method::Get, "/sse", &off), Route::NotFound);
+        assert_eq!(
+            parse(Method::Post, "/api/classroom/t/drop", &off),
+            Route::NotFound
+        );
+        let on = Config {
+            seed_routes: true,
+            classroom: true,
+            ..Config::default()
+        };
+        let sse = parse(Method::Get, "/sse", &on);
+        assert_eq!(sse, Route::Seed(SeedRoute::Sse));
+        assert!(sse.opens_stream());
+        assert_eq!(
+            parse(Method::Delete, "/favorite", &on),
+            Route::Seed(SeedRoute::Favorite(LikeOp::Unlike))
+        );
+        assert_eq!(
+            parse(Method::Get, "/favorite", &on),
+            Route::WrongMethod {
+                pattern: "/favorite",
+                allow: "POST, DELETE"
+            }
+        );
+        assert_eq!(
+            parse(Method::Post, "/api/classroom/t/drop", &on),
+            Route::Classroom {
+                token: "t",
+                action: "drop"
+            }
+        );
+    }
+
+    /// Segments are handed on unchecked (a bad id is the handler's 400), and
+    /// unknown paths share one label.
+    #[test]
+    fn segments_and_labels() {
+        let config = Config::default();
+        let like = parse(Method::Post, "/api/comments/abc/like", &config);
+        assert_eq!(
+            like,
+            Route::Like {
+                id: "abc",
+                op: LikeOp::Like
+            }
+        );
+        assert_eq!(like.pattern(), "/api/comments/{id}/like");
+        assert!(!like.opens_stream());
+        for path in ["/wp-login.php", "/static/a/b", "/api"] {
+            assert_eq!(parse(Method::Get, path, &config).pattern(), "unmatched");
+        }
+    }
 }
