@@ -47,9 +47,11 @@ pub struct Server {
     probe: Option<TcpListener>,
     /// Deadlines and byte budgets for requests (tiny_http has none).
     guard: Guard,
-    /// Live SSE writer threads and in-flight ordinary requests, for shutdown.
+    /// Live SSE writer threads, which shutdown waits for.
     streams: Arc<AtomicUsize>,
+    /// Ordinary requests being answered, which shutdown waits for too.
     in_flight: Arc<AtomicUsize>,
+    /// Set by shutdown: ordinary requests get 503, workers end when unblocked.
     stopping: Arc<AtomicBool>,
 }
 
@@ -150,7 +152,8 @@ impl Server {
     }
 }
 
-/// One request worker: takes requests from tiny_http and answers them.
+/// One request worker: takes requests from tiny_http and answers them. Its
+/// fields are the [`Server`]'s, shared (see there for why each exists).
 struct Worker {
     http: Arc<tiny_http::Server>,
     app: Arc<App>,

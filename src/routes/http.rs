@@ -26,6 +26,8 @@ pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Headers of this reply only (`Allow`, `Location`, a CSP...); the server
+    /// adds the ones every response carries.
     pub headers: Vec<(&'static str, String)>,
 }
 

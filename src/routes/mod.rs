@@ -44,11 +44,16 @@ const LIMIT_MAX: usize = 500;
 /// Everything a request handler may use; shared by all threads.
 pub struct App {
     pub store: Arc<dyn Store>,
+    /// Where streams subscribe; also read for the subscriber counts.
     pub hub: Arc<Hub<Message>>,
+    /// The templates and static files.
     pub page: Page,
+    /// The write rate limit, per visitor and per IP.
     pub limiter: RateLimiter,
     pub config: Config,
+    /// What the pump has delivered, for `/healthz` and `/metrics`.
     pub pump: Arc<PumpStats>,
+    /// When the server started, for the uptime in `/healthz`.
     pub started: Instant,
     /// Request counts and durations, store errors; rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
@@ -100,6 +105,7 @@ pub enum Route<'a> {
     WrongMethod {
         /// The label of the path's routes, so a 405 counts where they do.
         pattern: &'static str,
+        /// The methods the path does take, as the `Allow` header lists them.
         allow: &'static str,
     },
     /// A path we do not serve: 404.
@@ -175,7 +181,7 @@ impl<'a> Route<'a> {
             }
             (Get, ["healthz"]) => Route::Healthz,
             (Get, ["metrics"]) => Route::Metrics,
-            // The seed's like and unlike are POST and DELETE on `/favorite`.
+            // The original demo's routes, with `--seed-routes`.
             (Get, ["addComment"]) if seed => Route::Seed(SeedRoute::AddComment),
             (Post, ["favorite"]) if seed => Route::Seed(SeedRoute::Favorite(LikeOp::Like)),
             (Delete, ["favorite"]) if seed => Route::Seed(SeedRoute::Favorite(LikeOp::Unlike)),
