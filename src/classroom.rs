@@ -6,7 +6,7 @@
 //! every stream opened with that token and on its next reconnects. A token is
 //! 128 random bits, so nobody can disturb a stream they did not open. Off by
 //! default all the same: it is a teaching tool, not something a public board
-//! needs. Called by `routes.rs` (actions, the 204/500 answer) and `sse.rs`
+//! needs. Called by `routes/api.rs` (actions, the 204/500 answer) and `sse/stream.rs`
 //! (the writer loop's [`Control`]); knows no HTTP types.
 
 use std::collections::HashMap;
@@ -97,7 +97,7 @@ impl Client {
     }
 }
 
-/// One stream's hold: read by `sse::run` between writes.
+/// One stream's hold: read by `sse::stream::run` between writes.
 pub struct Control {
     client: Arc<Client>,
     /// Wakes the writer when a button is pressed.

@@ -7,14 +7,22 @@
 //! - [`config`]: flags and environment into a [`config::Config`].
 //! - [`server`]: the listener, tiny_http's accept loop, request workers, and the
 //!   hand-off of `/events` to a writer thread per client.
-//! - [`routes`]: request -> reply; the only place that knows URLs.
+//! - [`routes`]: request -> reply; the only place that knows URLs. Each request
+//!   is parsed once into a [`routes::Route`], which picks the handler, the 405's
+//!   `Allow`, the metrics label and whether it opens a stream. `routes/api.rs`
+//!   holds the board's handlers, `routes/seed.rs` the original demo's
+//!   (`--seed-routes`), `routes/http.rs` the reply type and shared HTTP checks.
 //! - [`input`]: strict parsing and validation of what clients send.
 //! - [`store`]: the [`store::Store`] trait; [`store::redis`] (Lua scripts and a
 //!   capped stream) and [`store::memory`] (the embedded default).
 //! - [`pump`]: one thread that reads new events from the store's log and
 //!   publishes each batch to the hub.
 //! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
-//! - [`sse`]: events to exact bytes, and the per-client writer loop.
+//! - [`sse`]: Server-Sent Events, a file per job: [`sse::frame`] (an event to
+//!   exact bytes), [`sse::wire`] (the response head and the body's framing),
+//!   [`sse::replay`] (what a reconnecting client missed) and [`sse::stream`]
+//!   (one client's stream from its head to its last chunk: the writer loop
+//!   with heartbeat).
 //! - [`viewers`]: a thread that sends the live viewer count (id-less events).
 //! - [`classroom`]: the fault panel behind `--classroom`.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.
@@ -34,8 +42,8 @@
 //!
 //! # Invariants
 //!
-//! - Only `store/redis.rs` imports redis; only `server.rs` and `routes.rs`
-//!   import tiny_http.
+//! - Only `store/redis.rs` imports redis; only `server.rs` and `routes/`
+//!   import tiny_http (`sse/` writes to a plain `Write`).
 //! - Handlers never broadcast; only the pump publishes events, so every instance
 //!   sends the same events in the same order with the same ids. (The viewers
 //!   thread publishes too, but only an id-less count that never enters replay.)

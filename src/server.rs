@@ -3,9 +3,9 @@
 //!
 //! Shape: tiny_http accepts connections and parses requests; a fixed set of
 //! worker threads take requests from it and answer them (the cap on concurrent
-//! ordinary requests). A request for `/events` gets a thread of its own that
-//! writes the stream until the client leaves. Only this module and `routes.rs`
-//! import tiny_http.
+//! ordinary requests). A request for `/events` gets a thread of its own, which
+//! runs [`sse::stream::serve`] until the client leaves. Only this module and
+//! `routes/` import tiny_http.
 
 mod body;
 
@@ -20,12 +20,10 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 use tiny_http::{HTTPVersion, Header, Request, Response};
 
-use crate::classroom::Control;
 use crate::error::Error;
 use crate::guard::{self, Guard, Hold};
-use crate::hub::SubscribeError;
-use crate::routes::{self, App, Outcome, Reply, Visitor};
-use crate::sse::{self, Dialect, End, Framing, Resume, StreamOptions, Wire};
+use crate::routes::{self, App, Outcome, Reply, Route, Visitor};
+use crate::sse::{self, Framing, StreamOptions, Wire};
 
 /// Pending connections the kernel queues for us. std's `TcpListener::bind` uses
 /// 128: a burst of 1,000 connects then waits on SYN retries (seconds). The
@@ -51,9 +49,11 @@ pub struct Server {
     probe: Option<TcpListener>,
     /// Deadlines and byte budgets for requests (tiny_http has none).
     guard: Guard,
-    /// Live SSE writer threads and in-flight ordinary requests, for shutdown.
+    /// Live SSE writer threads, which shutdown waits for.
     streams: Arc<AtomicUsize>,
+    /// Ordinary requests being answered, which shutdown waits for too.
     in_flight: Arc<AtomicUsize>,
+    /// Set by shutdown: ordinary requests get 503, workers end when unblocked.
     stopping: Arc<AtomicBool>,
 }
 
@@ -155,7 +155,8 @@ impl Server {
     }
 }
 
-/// One request worker: takes requests from tiny_http and answers them.
+/// One request worker: takes requests from tiny_http and answers them. Its
+/// fields are the [`Server`]'s, shared (see there for why each exists).
 struct Worker {
     http: Arc<tiny_http::Server>,
     app: Arc<App>,
@@ -207,7 +208,7 @@ impl Worker {
         if *request.http_version() < HTTPVersion(1, 0) {
             // tiny_http would answer HTTP/0.9 in kind, a status line 0.9 never had.
             self.guard.shut_read(peer, hold);
-            self.observe(&method, &path, 505, started);
+            self.observe(Route::NotFound.pattern(), &method, 505, started);
             let mut writer = request.into_writer();
             let _ = writer.write_all(&Error::VersionNotSupported.raw_reply());
             let _ = writer.flush();
@@ -219,15 +220,23 @@ impl Worker {
             self.guard.shut_read(peer, hold);
         }
 
+        // The route's label in the metrics; a request refused before it has a
+        // route (its head over the limits, its path not decodable) has none.
+        let mut pattern = Route::NotFound.pattern();
         // A panic in a handler is contained here: logged, answered with 500,
         // and this worker carries on serving.
         let outcome = contain(|| {
             body.check()?;
+            let target = routes::target(&request)?;
+            // Parsed once: this one value decides the label, the shutdown
+            // answer and the handler.
+            let route = Route::parse(request.method(), &target.path, &self.app.config);
+            pattern = route.pattern();
             let stopping = self.stopping.load(Ordering::SeqCst);
-            if stopping && !routes::opens_stream(&self.app, &request) {
+            if stopping && !route.opens_stream() {
                 return Err(Error::Unavailable("shutting down".into()));
             }
-            routes::route(&self.app, &mut request, &visitor)
+            routes::dispatch(&self.app, &mut request, route, &target, &visitor)
         });
         if body.unbuffered() {
             // The handler has read what it wanted; tiny_http would read the rest
@@ -236,14 +245,9 @@ impl Worker {
             self.guard.shut_read(peer, hold);
         }
         let reply = match outcome {
-            Ok(Outcome::Stream {
-                dialect,
-                resume,
-                viewers,
-                control,
-            }) => {
-                self.observe(&method, &path, 200, started);
-                self.start_stream(request, peer, dialect, resume, viewers, control);
+            Ok(Outcome::Stream(opts)) => {
+                self.observe(pattern, &method, 200, started);
+                self.start_stream(request, peer, opts);
                 log::debug!(
                     "{method} {path} -> stream ({} ms)",
                     started.elapsed().as_millis()
@@ -261,7 +265,7 @@ impl Worker {
         let status = reply.status;
         // Counted before the reply goes out, so a client that reads /metrics
         // right after its reply sees its own request counted.
-        self.observe(&method, &path, status, started);
+        self.observe(pattern, &method, status, started);
         if let Err(e) = respond(request, reply, set_cookie) {
             log::debug!("{method} {path}: client left before the reply: {e}");
         }
@@ -272,24 +276,16 @@ impl Worker {
     }
 
     /// Counts an answered request in the metrics, under its route pattern.
-    fn observe(&self, method: &str, path: &str, status: u16, started: Instant) {
-        let route = routes::pattern(path, self.app.config.seed_routes);
+    fn observe(&self, pattern: &'static str, method: &str, status: u16, started: Instant) {
         let took = started.elapsed();
         self.app
             .metrics
-            .observe_request(route, method, status, took);
+            .observe_request(pattern, method, status, took);
     }
 
-    /// Takes the raw socket from tiny_http and hands it to a writer thread.
-    fn start_stream(
-        &self,
-        request: Request,
-        peer: Option<SocketAddr>,
-        dialect: Dialect,
-        resume: Resume,
-        viewers: bool,
-        control: Option<Control>,
-    ) {
+    /// Takes the raw socket from tiny_http and hands it to a writer thread,
+    /// which serves the stream from its head to its last chunk.
+    fn start_stream(&self, request: Request, peer: Option<SocketAddr>, opts: StreamOptions) {
         let framing = if *request.http_version() == HTTPVersion(1, 0) {
             Framing::CloseDelimited
         } else {
@@ -297,24 +293,18 @@ impl Worker {
         };
         // Long-lived by design: the guard exempts it from deadlines, and shuts its
         // read half so tiny_http's pool thread parked on it is freed. The hold
-        // lives as long as the socket, and is dropped just before it.
+        // goes with the socket's writer, and is dropped just before it.
         let hold = self.guard.stream(peer);
         let subscription = self.app.hub.subscribe();
-        let mut wire = Wire::new(request.into_writer(), framing);
+        let writer = Held {
+            _hold: hold,
+            inner: request.into_writer(),
+        };
+        let wire = Wire::new(Box::new(writer), framing);
         let sub = match subscription {
             Ok(sub) => sub,
-            Err(refusal) => {
-                // Over the cap: a 503 would make EventSource give up for good, so
-                // answer 200 with a jittered retry hint and close the stream.
-                if let SubscribeError::Full { cap } = refusal {
-                    log::warn!("SSE client refused: at the cap of {cap} subscribers");
-                }
-                let _ = wire.start(&sse::head(framing, ""));
-                let _ = wire.send(&sse::retry_field(jittered_retry_ms()));
-                let _ = wire.finish();
-                drop(hold);
-                return;
-            }
+            // Over the cap or stopping: answered on this thread, costing none.
+            Err(refusal) => return sse::stream::refuse(wire, refusal),
         };
         let app = Arc::clone(&self.app);
         let streams = Arc::clone(&self.streams);
@@ -323,47 +313,32 @@ impl Worker {
             .name("sse".into())
             .stack_size(STREAM_STACK)
             .spawn(move || {
-                let opts = StreamOptions {
-                    dialect,
-                    resume,
-                    heartbeat: app.config.heartbeat,
-                    viewers,
-                    control,
-                };
-                if wire.start(&sse::head(framing, "")).is_ok()
-                    && wire.send(&sse::retry_field(sse::RETRY_MS)).is_ok()
-                {
-                    log::info!("SSE client connected ({} now)", app.hub.len());
-                    // The page shows the count at once; the viewers thread
-                    // sends changes from here on.
-                    if opts.viewers {
-                        let _ = wire.send(&sse::viewers_event(app.hub.len()));
-                    }
-                    let end = catch_unwind(AssertUnwindSafe(|| {
-                        sse::run(&mut wire, &sub, &*app.store, &opts)
-                    }));
-                    match end {
-                        Ok(End::Unsubscribed) => {
-                            // Too slow, or shutting down: come back later and replay.
-                            let _ = wire.send(&sse::retry_field(sse::RETRY_MS));
-                        }
-                        Ok(End::ClientLeft) => {}
-                        Ok(End::Dropped) => log::info!("SSE client dropped by the fault panel"),
-                        Err(_) => log::error!("SSE writer panicked; stream closed"),
-                    }
-                    let _ = wire.finish();
-                }
-                drop(sub);
-                drop(hold);
-                drop(wire);
+                sse::stream::serve(wire, sub, &app.hub, &*app.store, &opts);
                 streams.fetch_sub(1, Ordering::SeqCst);
-                log::info!("SSE client disconnected ({} now)", app.hub.len());
             });
         if let Err(e) = spawned {
             // The closure (and with it the socket and the subscription) is dropped.
             self.streams.fetch_sub(1, Ordering::SeqCst);
             log::error!("could not start an SSE writer thread: {e}");
         }
+    }
+}
+
+/// A stream's writer together with the guard's [`Hold`] on its connection.
+/// Fields drop in order: the hold goes first, so the guard never takes the
+/// socket for open after it has closed.
+struct Held<W> {
+    _hold: Hold,
+    inner: W,
+}
+
+impl<W: Write> Write for Held<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -452,15 +427,6 @@ fn random_hex() -> String {
         bytes[8..].copy_from_slice(&hash(2).to_le_bytes());
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A retry delay between 2 and 6 seconds, so refused clients do not all come
-/// back in the same instant.
-fn jittered_retry_ms() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    2000 + h.finish() % 4000
 }
 
 #[cfg(test)]

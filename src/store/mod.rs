@@ -55,16 +55,6 @@ pub enum LikeOp {
     Unlike,
 }
 
-impl LikeOp {
-    /// The HTTP method the original demo used for this operation (`POST`/`DELETE`).
-    pub fn method(self) -> &'static str {
-        match self {
-            LikeOp::Like => "POST",
-            LikeOp::Unlike => "DELETE",
-        }
-    }
-}
-
 /// What a like or unlike did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LikeOutcome {

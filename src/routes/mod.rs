@@ -1,0 +1,398 @@
+//! Request -> reply: the only place that knows the URLs.
+//!
+//! A request is parsed ONCE into a [`Route`] (one `match` on method and path),
+//! and that value decides everything that depends on the URL: which handler
+//! answers ([`dispatch`]), the `Allow` header of a 405, the `route` label of
+//! the request metrics ([`Route::pattern`]) and whether the request opens an
+//! event stream ([`Route::opens_stream`]). Each handler validates its input,
+//! calls the store synchronously and returns a [`Reply`], or asks the server to
+//! open an event stream ([`Outcome::Stream`]). Handlers never broadcast: the
+//! store logs every change and the pump delivers it.
+//!
+//! `api.rs` holds the board's handlers, `seed.rs` the original demo's
+//! (`--seed-routes`), `http.rs` the reply type and the HTTP details every
+//! handler shares. Only the route table here matches on paths.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tiny_http::{Method, Request};
+
+use crate::classroom::Classroom;
+use crate::config::Config;
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::input::{self, Target};
+use crate::metrics::Metrics;
+use crate::page::Page;
+use crate::pump::PumpStats;
+use crate::ratelimit::RateLimiter;
+use crate::sse::{Message, Resume, StreamOptions};
+use crate::store::{LikeOp, Store};
+
+mod api;
+mod http;
+mod seed;
+
+use http::{check_head, check_same_origin, read_comment_form};
+pub use http::{header, Reply, BODY_LIMIT};
+use seed::SeedRoute;
+
+/// Most comments one listing returns (`GET /api/comments`, the seed's `/commentList`).
+const LIMIT_MAX: usize = 500;
+
+/// Everything a request handler may use; shared by all threads.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    /// Where streams subscribe; also read for the subscriber counts.
+    pub hub: Arc<Hub<Message>>,
+    /// The templates and static files.
+    pub page: Page,
+    /// The write rate limit, per visitor and per IP.
+    pub limiter: RateLimiter,
+    pub config: Config,
+    /// What the pump has delivered, for `/healthz` and `/metrics`.
+    pub pump: Arc<PumpStats>,
+    /// When the server started, for the uptime in `/healthz`.
+    pub started: Instant,
+    /// Request counts and durations, store errors; rendered by `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The fault panel's state, with `--classroom` only.
+    pub classroom: Option<Classroom>,
+}
+
+/// Who is asking: the visitor id from the cookie (or the client IP without one).
+pub struct Visitor {
+    /// The id likes are recorded under: `c:<cookie>` or `ip:<address>`.
+    pub id: String,
+    /// The client IP, for the per-IP rate limit.
+    pub ip: String,
+}
+
+/// What to do with a request.
+pub enum Outcome {
+    Reply(Reply),
+    /// Open an event stream with these options (dialect, where to resume...).
+    Stream(StreamOptions),
+}
+
+/// What a request asks for, decided once from its method and its (decoded)
+/// path. Path segments it carries are still unchecked: each handler parses
+/// them strictly, so a bad comment id is a 400, not a 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /`: the board, rendered on the server.
+    Index,
+    /// `GET /static/{name}`: an embedded asset.
+    Static { name: &'a str },
+    /// `GET /api/comments`: a page of the ranking.
+    ListComments,
+    /// `POST /api/comments`.
+    AddComment,
+    /// `POST` (like) or `DELETE` (unlike) `/api/comments/{id}/like`.
+    Like { id: &'a str, op: LikeOp },
+    /// `GET /events`: the event stream.
+    Events,
+    /// `POST /api/classroom/{token}/{action}`: a fault panel button (`--classroom`).
+    Classroom { token: &'a str, action: &'a str },
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /metrics`.
+    Metrics,
+    /// One of the original demo's routes (`--seed-routes`).
+    Seed(SeedRoute),
+    /// A path we serve, asked with a method it does not take: 405 with `Allow`.
+    WrongMethod {
+        /// The label of the path's routes, so a 405 counts where they do.
+        pattern: &'static str,
+        /// The methods the path does take, as the `Allow` header lists them.
+        allow: &'static str,
+    },
+    /// A path we do not serve: 404.
+    NotFound,
+}
+
+/// The methods a route table entry is tried with to learn which ones a path
+/// takes, each with its bit in [`ALLOW`]. HEAD goes with GET.
+const METHODS: [(Method, usize); 3] = [(Method::Get, 1), (Method::Post, 2), (Method::Delete, 4)];
+/// The `Allow` header for each set of methods, indexed by the sum of their bits.
+const ALLOW: [&str; 8] = [
+    "",
+    "GET, HEAD",
+    "POST",
+    "GET, HEAD, POST",
+    "DELETE",
+    "GET, HEAD, DELETE",
+    "POST, DELETE",
+    "GET, HEAD, POST, DELETE",
+];
+
+impl<'a> Route<'a> {
+    /// The route for `method` on `path`. A path served with other methods is
+    /// [`Route::WrongMethod`], whose `Allow` comes from the same table: the
+    /// methods that would have matched.
+    pub fn parse(method: &Method, path: &'a str, config: &Config) -> Route<'a> {
+        // HEAD is GET without a body; tiny_http leaves the body out for us.
+        let method = match method {
+            Method::Head => &Method::Get,
+            m => m,
+        };
+        let segments: Vec<&'a str> = path.trim_start_matches('/').split('/').collect();
+        if let Some(route) = Route::table(method, &segments, config) {
+            return route;
+        }
+        let mut allowed = 0;
+        let mut pattern = None;
+        for (other, bit) in &METHODS {
+            if let Some(route) = Route::table(other, &segments, config) {
+                allowed |= bit;
+                pattern = Some(route.pattern());
+            }
+        }
+        match pattern {
+            Some(pattern) => Route::WrongMethod {
+                pattern,
+                allow: ALLOW[allowed],
+            },
+            None => Route::NotFound,
+        }
+    }
+
+    /// The route table: every method and path served, and nothing else.
+    fn table(method: &Method, segments: &[&'a str], config: &Config) -> Option<Route<'a>> {
+        use Method::{Delete, Get, Post};
+        let seed = config.seed_routes;
+        Some(match (method, segments) {
+            (Get, [""]) => Route::Index,
+            (Get, ["static", name]) => Route::Static { name },
+            (Get, ["api", "comments"]) => Route::ListComments,
+            (Post, ["api", "comments"]) => Route::AddComment,
+            (Post, ["api", "comments", id, "like"]) => Route::Like {
+                id,
+                op: LikeOp::Like,
+            },
+            (Delete, ["api", "comments", id, "like"]) => Route::Like {
+                id,
+                op: LikeOp::Unlike,
+            },
+            (Get, ["events"]) => Route::Events,
+            (Post, ["api", "classroom", token, action]) if config.classroom => {
+                Route::Classroom { token, action }
+            }
+            (Get, ["healthz"]) => Route::Healthz,
+            (Get, ["metrics"]) => Route::Metrics,
+            // The original demo's routes, with `--seed-routes`.
+            (Get, ["addComment"]) if seed => Route::Seed(SeedRoute::AddComment),
+            (Post, ["favorite"]) if seed => Route::Seed(SeedRoute::Favorite(LikeOp::Like)),
+            (Delete, ["favorite"]) if seed => Route::Seed(SeedRoute::Favorite(LikeOp::Unlike)),
+            (Get, ["commentList"]) if seed => Route::Seed(SeedRoute::CommentList),
+            (Get, ["sse"]) if seed => Route::Seed(SeedRoute::Sse),
+            _ => return None,
+        })
+    }
+
+    /// The route as a fixed pattern: the `route` label of the request metrics.
+    /// Never the raw path, or every comment id and every probe for
+    /// `/wp-login.php` would make a new time series.
+    pub fn pattern(&self) -> &'static str {
+        match self {
+            Route::Index => "/",
+            Route::Static { .. } => "/static/{name}",
+            Route::ListComments | Route::AddComment => "/api/comments",
+            Route::Like { .. } => "/api/comments/{id}/like",
+            Route::Events => "/events",
+            Route::Classroom { .. } => "/api/classroom/{token}/{action}",
+            Route::Healthz => "/healthz",
+            Route::Metrics => "/metrics",
+            Route::Seed(SeedRoute::AddComment) => "/addComment",
+            Route::Seed(SeedRoute::Favorite(_)) => "/favorite",
+            Route::Seed(SeedRoute::CommentList) => "/commentList",
+            Route::Seed(SeedRoute::Sse) => "/sse",
+            Route::WrongMethod { pattern, .. } => pattern,
+            Route::NotFound => "unmatched",
+        }
+    }
+
+    /// Whether the request opens an event stream. While the server stops, these
+    /// still reach the stream hand-off, which answers `200` with a retry hint: a
+    /// `503` would make EventSource give up for good.
+    pub fn opens_stream(&self) -> bool {
+        matches!(self, Route::Events | Route::Seed(SeedRoute::Sse))
+    }
+}
+
+/// What a request names, once its head is within our limits: the decoded path
+/// (for [`Route::parse`]) and the query. A 400, 414 or 431 otherwise.
+pub fn target(req: &Request) -> Result<Target, Error> {
+    check_head(req)?;
+    Target::parse(req.url())
+}
+
+/// Answers one request on its route. `req` is mutable only to read its body.
+pub fn dispatch(
+    app: &App,
+    req: &mut Request,
+    route: Route,
+    target: &Target,
+    visitor: &Visitor,
+) -> Result<Outcome, Error> {
+    let reply = match route {
+        Route::Index => api::index(app)?,
+        Route::Static { name } => api::static_file(app, name)?,
+        Route::ListComments => api::list(app, target, visitor)?,
+        Route::AddComment => {
+            check_same_origin(req)?;
+            check_rate(app, visitor)?;
+            let form = read_comment_form(req)?;
+            api::add_comment(app, form)?
+        }
+        Route::Like { id, op } => {
+            check_same_origin(req)?;
+            let id = input::parse_id(id)?;
+            check_rate(app, visitor)?;
+            api::like(app, id, visitor, op)?
+        }
+        Route::Events => return api::events(app, req, target),
+        Route::Classroom { token, action } => {
+            check_same_origin(req)?;
+            api::classroom_action(app, token, action)?
+        }
+        Route::Healthz => api::healthz(app),
+        Route::Metrics => api::metrics(app)?,
+        Route::Seed(SeedRoute::AddComment) => seed::add_comment(app, target, visitor)?,
+        Route::Seed(SeedRoute::Favorite(op)) => seed::favorite(app, req, op, target, visitor)?,
+        Route::Seed(SeedRoute::CommentList) => seed::comment_list(app, target, visitor)?,
+        Route::Seed(SeedRoute::Sse) => return Ok(seed::sse(app, req, target)),
+        Route::WrongMethod { allow, .. } => return Err(Error::MethodNotAllowed { allow }),
+        Route::NotFound => {
+            let path = truncate_path(&target.path);
+            return Err(Error::NotFound(format!("no route for {path}")));
+        }
+    };
+    Ok(Outcome::Reply(reply))
+}
+
+/// Where a stream request asks to resume: `Last-Event-ID` (an EventSource
+/// reconnecting), else `?since=` (a page that just fetched the list).
+fn resume(req: &Request, target: &Target) -> Resume {
+    Resume::parse(header(req, "Last-Event-ID").or_else(|| target.param("since")))
+}
+
+fn truncate_path(path: &str) -> String {
+    path.chars().take(100).collect()
+}
+
+fn check_rate(app: &App, visitor: &Visitor) -> Result<(), Error> {
+    app.limiter
+        .check(&visitor.id, &visitor.ip)
+        .map_err(|retry_after| Error::TooManyRequests { retry_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<'a>(method: Method, path: &'a str, config: &Config) -> Route<'a> {
+        Route::parse(&method, path, config)
+    }
+
+    /// A path served with other methods is a 405 whose `Allow` lists exactly
+    /// the methods the table would have taken, and it counts under the
+    /// path's own label.
+    #[test]
+    fn wrong_method_allows_what_the_table_takes() {
+        let config = Config::default();
+        for (method, path, allow, pattern) in [
+            (
+                Method::Put,
+                "/api/comments",
+                "GET, HEAD, POST",
+                "/api/comments",
+            ),
+            (
+                Method::Get,
+                "/api/comments/1/like",
+                "POST, DELETE",
+                "/api/comments/{id}/like",
+            ),
+            (Method::Delete, "/", "GET, HEAD", "/"),
+            (
+                Method::Post,
+                "/static/app.js",
+                "GET, HEAD",
+                "/static/{name}",
+            ),
+        ] {
+            assert_eq!(
+                parse(method, path, &config),
+                Route::WrongMethod { pattern, allow },
+                "{path}"
+            );
+        }
+    }
+
+    /// HEAD is answered as GET, on every route GET takes.
+    #[test]
+    fn head_is_get() {
+        let config = Config::default();
+        assert_eq!(parse(Method::Head, "/", &config), Route::Index);
+        assert_eq!(parse(Method::Head, "/events", &config), Route::Events);
+    }
+
+    /// The seed's routes and the fault panel exist only with their flags.
+    #[test]
+    fn optional_routes_need_their_flags() {
+        let off = Config::default();
+        assert_eq!(parse(Method::Get, "/sse", &off), Route::NotFound);
+        assert_eq!(
+            parse(Method::Post, "/api/classroom/t/drop", &off),
+            Route::NotFound
+        );
+        let on = Config {
+            seed_routes: true,
+            classroom: true,
+            ..Config::default()
+        };
+        let sse = parse(Method::Get, "/sse", &on);
+        assert_eq!(sse, Route::Seed(SeedRoute::Sse));
+        assert!(sse.opens_stream());
+        assert_eq!(
+            parse(Method::Delete, "/favorite", &on),
+            Route::Seed(SeedRoute::Favorite(LikeOp::Unlike))
+        );
+        assert_eq!(
+            parse(Method::Get, "/favorite", &on),
+            Route::WrongMethod {
+                pattern: "/favorite",
+                allow: "POST, DELETE"
+            }
+        );
+        assert_eq!(
+            parse(Method::Post, "/api/classroom/t/drop", &on),
+            Route::Classroom {
+                token: "t",
+                action: "drop"
+            }
+        );
+    }
+
+    /// Segments are handed on unchecked (a bad id is the handler's 400), and
+    /// unknown paths share one label.
+    #[test]
+    fn segments_and_labels() {
+        let config = Config::default();
+        let like = parse(Method::Post, "/api/comments/abc/like", &config);
+        assert_eq!(
+            like,
+            Route::Like {
+                id: "abc",
+                op: LikeOp::Like
+            }
+        );
+        assert_eq!(like.pattern(), "/api/comments/{id}/like");
+        assert!(!like.opens_stream());
+        for path in ["/wp-login.php", "/static/a/b", "/api"] {
+            assert_eq!(parse(Method::Get, path, &config).pattern(), "unmatched");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! An event to the exact bytes a client receives, in either dialect, and the
+//! few fixed frames (`retry:`, heartbeat, `event: viewers`, `event: reset`).
+//!
+//! The pump renders each event once ([`Batch::new`]) and every writer shares
+//! the bytes. Knows nothing of sockets, chunking or the store's history.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::store::{Event, EventKind, LikeOp};
+
+/// The reconnection delay we suggest to browsers, in milliseconds.
+pub const RETRY_MS: u64 = 3000;
+/// The heartbeat comment. Its only job is to keep proxies and dead-peer
+/// detection busy on an idle stream; EventSource ignores it.
+pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+
+/// Which event format a stream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `/events`: `id`, `event: like|comment`, one line of JSON.
+    Standard,
+    /// The seed's `/sse`: `id` and `data: <comment id>@<POST|DELETE>` for likes only.
+    Seed,
+}
+
+/// One event already rendered in both dialects; rendered once by the pump and
+/// shared by every client through an `Arc<Batch>`.
+#[derive(Debug)]
+pub struct Encoded {
+    pub id: u64,
+    /// The `/events` frame.
+    standard: Vec<u8>,
+    /// The seed's `/sse` frame; `None` for events the seed never sent (comments).
+    seed: Option<Vec<u8>>,
+}
+
+impl Encoded {
+    pub fn new(event: &Event) -> Self {
+        let (name, data) = match &event.kind {
+            EventKind::Like { comment, score, .. } => {
+                ("like", json!({ "id": comment, "score": score }).to_string())
+            }
+            EventKind::Comment(c) => ("comment", serde_json::to_string(c).unwrap_or_default()),
+        };
+        let standard = format!("id: {}\nevent: {name}\ndata: {data}\n\n", event.id).into_bytes();
+        let seed = match &event.kind {
+            EventKind::Like { comment, op, .. } => Some(
+                format!("id: {}\ndata: {comment}@{}\n\n", event.id, seed_method(*op)).into_bytes(),
+            ),
+            EventKind::Comment(_) => None,
+        };
+        Encoded {
+            id: event.id,
+            standard,
+            seed,
+        }
+    }
+
+    /// The frame for a client speaking `dialect` (empty if it has none).
+    pub(crate) fn bytes(&self, dialect: Dialect) -> &[u8] {
+        match dialect {
+            Dialect::Standard => &self.standard,
+            Dialect::Seed => self.seed.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+/// The seed's name for a like's direction: the HTTP method its client sent to
+/// `/favorite` (`POST` to like, `DELETE` to unlike), which its page expects
+/// back in `data: <id>@<method>`.
+fn seed_method(op: LikeOp) -> &'static str {
+    match op {
+        LikeOp::Like => "POST",
+        LikeOp::Unlike => "DELETE",
+    }
+}
+
+/// Events the pump read in one go, in id order; or a viewer count.
+#[derive(Debug)]
+pub struct Batch {
+    pub events: Vec<Encoded>,
+    /// How many event streams this process holds, from the viewers thread
+    /// ([`crate::viewers`]). Sent as `event: viewers` WITHOUT an id: it is
+    /// per-process presence, not part of the shared log, so it must never move
+    /// a browser's Last-Event-ID (an id-less event leaves it unchanged).
+    pub viewers: Option<usize>,
+}
+
+impl Batch {
+    pub fn new(events: &[Event]) -> Self {
+        Batch {
+            events: events.iter().map(Encoded::new).collect(),
+            viewers: None,
+        }
+    }
+
+    /// A batch that only carries the current viewer count.
+    pub fn viewers(count: usize) -> Self {
+        Batch {
+            events: Vec::new(),
+            viewers: Some(count),
+        }
+    }
+}
+
+/// A message from the pump to every writer.
+pub type Message = Arc<Batch>;
+
+/// The `retry:` field, alone in a block so it dispatches no event.
+pub fn retry_field(ms: u64) -> Vec<u8> {
+    format!("retry: {ms}\n\n").into_bytes()
+}
+
+/// `event: viewers`: how many event streams this process is serving. No `id:`,
+/// so it is neither replayed nor counted in Last-Event-ID.
+pub fn viewers_event(count: usize) -> Vec<u8> {
+    format!("event: viewers\ndata: {{\"count\":{count}}}\n\n").into_bytes()
+}
+
+/// `event: reset`: the requested history is gone; refetch, then continue from `last`.
+pub fn reset_event(last_event_id: u64) -> Vec<u8> {
+    format!(
+        "id: {last_event_id}\nevent: reset\ndata: {{\"last_event_id\":\"{last_event_id}\"}}\n\n"
+    )
+    .into_bytes()
+}
+
+/// A like event, as the tests here and in [`super::stream`] build them.
+#[cfg(test)]
+pub(crate) fn like(id: u64, comment: u64, score: u64, op: LikeOp) -> Event {
+    Event {
+        id,
+        kind: EventKind::Like { comment, score, op },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Comment;
+
+    /// A like renders to exactly `id`, `event: like` and one line of JSON.
+    #[test]
+    fn like_frame_bytes() {
+        let e = Encoded::new(&like(7, 3, 12, LikeOp::Like));
+        assert_eq!(
+            e.bytes(Dialect::Standard),
+            b"id: 7\nevent: like\ndata: {\"id\":3,\"score\":12}\n\n"
+        );
+        assert_eq!(e.bytes(Dialect::Seed), b"id: 7\ndata: 3@POST\n\n");
+        let u = Encoded::new(&like(8, 3, 11, LikeOp::Unlike));
+        assert_eq!(u.bytes(Dialect::Seed), b"id: 8\ndata: 3@DELETE\n\n");
+    }
+
+    /// A comment's text stays on one `data:` line even when it holds newlines:
+    /// JSON escapes them, so a comment can never inject fields.
+    #[test]
+    fn comment_frame_is_one_data_line() {
+        let c = Comment {
+            id: 1,
+            nickname: "x".into(),
+            content: "a\n\nid: 99\ndata: evil".into(),
+            score: 0,
+            created_at: 5,
+        };
+        let e = Encoded::new(&Event {
+            id: 2,
+            kind: EventKind::Comment(c),
+        });
+        let text = String::from_utf8(e.bytes(Dialect::Standard).to_vec()).unwrap();
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("data:")).count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains("\nid: 99"), "{text}");
+        assert!(text.starts_with("id: 2\nevent: comment\ndata: {\"id\":1,"));
+        assert!(text.ends_with("}\n\n"));
+        // The seed's stream only carries likes.
+        assert!(e.bytes(Dialect::Seed).is_empty());
+    }
+}
