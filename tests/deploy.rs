@@ -142,55 +142,66 @@ impl Drop for Nginx {
     }
 }
 
+/// The shipped site, on a loopback port, in front of two running instances.
+struct Front {
+    addr: std::net::SocketAddr,
+    _nginx: Nginx,
+    _dir: TempDir,
+}
+
+impl Front {
+    /// Starts nginx with the shipped site, its upstreams pointed at `a` and `b`.
+    fn start(a: &Likeboard, b: &Likeboard) -> Front {
+        let nginx = require_tool("nginx", "nginx");
+        let port = free_port();
+        let site = deploy_file("nginx-likeboard.conf");
+        let site = replace_once(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+        let site = replace_once(&site, "listen [::]:80;", "");
+        let site = replace_once(&site, "server 127.0.0.1:8081 ", &format!("server {} ", a.addr));
+        let site = replace_once(&site, "server 127.0.0.1:8082 ", &format!("server {} ", b.addr));
+        let dir = TempDir::new("nginx-run");
+        let site_path = dir.0.join("site.conf");
+        std::fs::write(&site_path, site).unwrap();
+        let conf = nginx_conf(&dir.0, &site_path, true);
+        let nginx = Nginx(
+            Command::new(nginx)
+                .arg("-p")
+                .arg(&dir.0)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-e")
+                .arg(dir.0.join("error.log"))
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(addr).is_err() {
+            let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "nginx never listened:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Front {
+            addr,
+            _nginx: nginx,
+            _dir: dir,
+        }
+    }
+}
+
 /// The shipped site, on a loopback port in front of two instances on one
 /// Redis: a browser-style like (Origin = Host) gets through, the stream
 /// arrives unbuffered with events taken by either instance, /metrics is not
 /// served to the public, and an oversized body gets a JSON 413 from nginx.
 #[test]
 fn nginx_site_carries_likes_and_streams() {
-    let nginx = require_tool("nginx", "nginx");
     let redis = RedisServer::start();
     let args = ["--redis-url".to_string(), redis.url()];
     let a = Likeboard::start(&args);
     let b = Likeboard::start(&args);
-
-    let port = free_port();
-    let site = deploy_file("nginx-likeboard.conf");
-    let site = replace_once(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
-    let site = replace_once(&site, "listen [::]:80;", "");
-    let site = replace_once(
-        &site,
-        "server 127.0.0.1:8081 ",
-        &format!("server {} ", a.addr),
-    );
-    let site = replace_once(
-        &site,
-        "server 127.0.0.1:8082 ",
-        &format!("server {} ", b.addr),
-    );
-    let dir = TempDir::new("nginx-run");
-    let site_path = dir.0.join("site.conf");
-    std::fs::write(&site_path, site).unwrap();
-    let conf = nginx_conf(&dir.0, &site_path, true);
-    let _nginx = Nginx(
-        Command::new(nginx)
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.0.join("error.log"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let front = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(front).is_err() {
-        let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default();
-        assert!(Instant::now() < deadline, "nginx never listened:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let site = Front::start(&a, &b);
+    let front = site.addr;
 
     let mut sse = SseClient::connect(front, "/events", &[]).unwrap();
     assert_eq!(sse.status, 200);
@@ -238,4 +249,52 @@ fn nginx_site_carries_likes_and_streams() {
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     assert!(r.json()["error"].is_string(), "{}", r.text());
+}
+
+/// Through the shipped nginx to two instances: 2,000 short event streams and
+/// 2,000 ordinary requests at once, from 16 clients. Every ordinary request
+/// is answered 200: nginx reuses its upstream connections and their peer
+/// addresses, and the guard must never take one of them for a stream.
+#[test]
+fn churn_through_nginx_fails_no_ordinary_request() {
+    use std::io::{Read, Write};
+    let redis = RedisServer::start();
+    let args = ["--redis-url".to_string(), redis.url(), "--write-rate".into(), "0".into()];
+    let a = Likeboard::start(&args);
+    let b = Likeboard::start(&args);
+    let site = Front::start(&a, &b);
+    let front = site.addr;
+    let id = a.add_comment("churned");
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for i in 0..125 {
+                    // A short stream: open, read its first frame, leave.
+                    let mut s = std::net::TcpStream::connect(front).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    s.write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                    let mut first = [0u8; 256];
+                    match s.read(&mut first) {
+                        Ok(n) if first[..n].starts_with(b"HTTP/1.1 200") => {}
+                        other => failures.push(format!("stream {w}/{i}: {other:?}")),
+                    }
+                    drop(s);
+                    // An ordinary request, alternating a read and a write.
+                    let r = if i % 2 == 0 {
+                        http(front, "GET", "/api/comments", &[], b"")
+                    } else {
+                        let cookie = format!("lb_visitor={}", visitor(w * 1000 + i));
+                        http(front, "POST", &format!("/api/comments/{id}/like"), &[("Cookie", &cookie)], b"")
+                    };
+                    if r.status != 200 {
+                        failures.push(format!("request {w}/{i}: {} {}", r.status, r.text()));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert!(failures.is_empty(), "{} failed, e.g.:\n{}", failures.len(), failures[..failures.len().min(10)].join("\n"));
 }
