@@ -150,9 +150,8 @@ impl Drop for Nginx {
 fn nginx_site_carries_likes_and_streams() {
     let nginx = require_tool("nginx", "nginx");
     let redis = RedisServer::start();
-    let args = ["--redis-url".to_string(), redis.url()];
-    let a = Likeboard::start(&args);
-    let b = Likeboard::start(&args);
+    let a = Likeboard::builder().redis(&redis).start();
+    let b = Likeboard::builder().redis(&redis).start();
 
     let port = free_port();
     let site = deploy_file("nginx-likeboard.conf");
