@@ -125,7 +125,7 @@ both_backends!(
             assert!(r.json()["error"].is_string(), "{method} {path}: {}", r.text());
         }
         let r = http(server.addr, "PUT", "/api/comments", &[], b"");
-        assert_eq!(r.header("Allow"), Some("GET, HEAD, POST"));
+        assert_eq!(r.headers.get("Allow"), Some("GET, HEAD, POST"));
         let big = format!(r#"{{"content":"{}"}}"#, "x".repeat(17 * 1024));
         let r = http(server.addr, "POST", "/api/comments", &json, big.as_bytes());
         assert_eq!(r.status, 413);
@@ -141,14 +141,14 @@ both_backends!(
         let server = backend.start(&[]);
         let r = server.get("/");
         assert_eq!(r.status, 200);
-        let cookie = r.header("Set-Cookie").expect("a visitor cookie").to_string();
+        let cookie = r.headers.get("Set-Cookie").expect("a visitor cookie").to_string();
         assert!(cookie.starts_with("lb_visitor="), "{cookie}");
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
         let value = cookie.split(';').next().unwrap().to_string();
         // With the cookie: no new cookie, and the like is remembered for it.
         let id = server.add_comment("c");
         let r = http(server.addr, "POST", &format!("/api/comments/{id}/like"), &[("Cookie", &value)], b"");
-        assert_eq!(r.header("Set-Cookie"), None);
+        assert_eq!(r.headers.get("Set-Cookie"), None);
         let mine = http(server.addr, "GET", "/api/comments", &[("Cookie", &value)], b"").json();
         assert_eq!(mine["comments"][0]["liked"], true);
         // Without a cookie the IP is the visitor: a different one from the cookie's.
@@ -167,12 +167,12 @@ both_backends!(
         let server = backend.start(&[]);
         server.add_comment("<script>alert(1)</script>");
         let page = server.get("/");
-        assert_eq!(page.header("Content-Type"), Some("text/html; charset=utf-8"));
-        assert!(page.header("Content-Security-Policy").unwrap().contains("script-src 'self'"));
+        assert_eq!(page.headers.get("Content-Type"), Some("text/html; charset=utf-8"));
+        assert!(page.headers.get("Content-Security-Policy").unwrap().contains("script-src 'self'"));
         assert!(page.text().contains("&lt;script&gt;alert(1)"));
         assert!(!page.text().contains("<script>alert(1)"));
-        assert_eq!(server.get("/static/app.js").header("Content-Type"), Some("text/javascript; charset=utf-8"));
-        assert_eq!(server.get("/static/style.css").header("Content-Type"), Some("text/css; charset=utf-8"));
+        assert_eq!(server.get("/static/app.js").headers.get("Content-Type"), Some("text/javascript; charset=utf-8"));
+        assert_eq!(server.get("/static/style.css").headers.get("Content-Type"), Some("text/css; charset=utf-8"));
     }
 );
 

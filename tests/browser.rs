@@ -423,7 +423,7 @@ fn restart_reconnects_and_replays() {
         &tab,
         "document.getElementById('status').textContent.startsWith('reconnecting')",
     );
-    let lb = Likeboard::start_on(&addr.to_string(), &backend.args());
+    let lb = backend.launch().listen(addr).start();
     // Likes while the page is still waiting out `retry:`.
     for (n, id) in ids.iter().enumerate() {
         for v in 0..=n as u64 {

@@ -30,7 +30,8 @@ fn keep_alive_bursts_on_fresh_servers_are_answered_at_once() {
             .map(|_| TcpStream::connect(server.addr).expect("connecting"))
             .collect();
         for (i, conn) in conns.iter().enumerate() {
-            conn.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(15)))
+                .unwrap();
             let started = Instant::now();
             (&*conn)
                 .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -44,6 +45,10 @@ fn keep_alive_bursts_on_fresh_servers_are_answered_at_once() {
             }
         }
     }
-    assert!(slow.is_empty(), "slower than {ANSWERED_WITHIN:?}:\n{}", slow.join("\n"));
+    assert!(
+        slow.is_empty(),
+        "slower than {ANSWERED_WITHIN:?}:\n{}",
+        slow.join("\n")
+    );
     eprintln!("worst first reply over 30 runs: {worst:?}");
 }

@@ -157,8 +157,16 @@ impl Front {
         let site = deploy_file("nginx-likeboard.conf");
         let site = replace_once(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
         let site = replace_once(&site, "listen [::]:80;", "");
-        let site = replace_once(&site, "server 127.0.0.1:8081 ", &format!("server {} ", a.addr));
-        let site = replace_once(&site, "server 127.0.0.1:8082 ", &format!("server {} ", b.addr));
+        let site = replace_once(
+            &site,
+            "server 127.0.0.1:8081 ",
+            &format!("server {} ", a.addr),
+        );
+        let site = replace_once(
+            &site,
+            "server 127.0.0.1:8082 ",
+            &format!("server {} ", b.addr),
+        );
         let dir = TempDir::new("nginx-run");
         let site_path = dir.0.join("site.conf");
         std::fs::write(&site_path, site).unwrap();
@@ -197,9 +205,8 @@ impl Front {
 #[test]
 fn nginx_site_carries_likes_and_streams() {
     let redis = RedisServer::start();
-    let args = ["--redis-url".to_string(), redis.url()];
-    let a = Likeboard::start(&args);
-    let b = Likeboard::start(&args);
+    let a = Likeboard::builder().redis(&redis).start();
+    let b = Likeboard::builder().redis(&redis).start();
     let site = Front::start(&a, &b);
     let front = site.addr;
 
@@ -247,7 +254,7 @@ fn nginx_site_carries_likes_and_streams() {
     let json = [("Content-Type", "application/json"), ("Cookie", &cookie)];
     let r = http(front, "POST", "/api/comments", &json, &big);
     assert_eq!(r.status, 413, "{}", r.text());
-    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(r.headers.get("Content-Type"), Some("application/json"));
     assert!(r.json()["error"].is_string(), "{}", r.text());
 }
 
@@ -259,9 +266,8 @@ fn nginx_site_carries_likes_and_streams() {
 fn churn_through_nginx_fails_no_ordinary_request() {
     use std::io::{Read, Write};
     let redis = RedisServer::start();
-    let args = ["--redis-url".to_string(), redis.url(), "--write-rate".into(), "0".into()];
-    let a = Likeboard::start(&args);
-    let b = Likeboard::start(&args);
+    let a = Likeboard::builder().redis(&redis).start();
+    let b = Likeboard::builder().redis(&redis).start();
     let site = Front::start(&a, &b);
     let front = site.addr;
     let id = a.add_comment("churned");
@@ -273,7 +279,8 @@ fn churn_through_nginx_fails_no_ordinary_request() {
                     // A short stream: open, read its first frame, leave.
                     let mut s = std::net::TcpStream::connect(front).unwrap();
                     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                    s.write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                    s.write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+                        .unwrap();
                     let mut first = [0u8; 256];
                     match s.read(&mut first) {
                         Ok(n) if first[..n].starts_with(b"HTTP/1.1 200") => {}
@@ -285,7 +292,13 @@ fn churn_through_nginx_fails_no_ordinary_request() {
                         http(front, "GET", "/api/comments", &[], b"")
                     } else {
                         let cookie = format!("lb_visitor={}", visitor(w * 1000 + i));
-                        http(front, "POST", &format!("/api/comments/{id}/like"), &[("Cookie", &cookie)], b"")
+                        http(
+                            front,
+                            "POST",
+                            &format!("/api/comments/{id}/like"),
+                            &[("Cookie", &cookie)],
+                            b"",
+                        )
                     };
                     if r.status != 200 {
                         failures.push(format!("request {w}/{i}: {} {}", r.status, r.text()));
@@ -295,6 +308,14 @@ fn churn_through_nginx_fails_no_ordinary_request() {
             })
         })
         .collect();
-    let failures: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
-    assert!(failures.is_empty(), "{} failed, e.g.:\n{}", failures.len(), failures[..failures.len().min(10)].join("\n"));
+    let failures: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed, e.g.:\n{}",
+        failures.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
 }

@@ -371,12 +371,10 @@ const AOF: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
 fn redis_outage() {
     let _turn = my_turn();
     let mut redis = RedisServer::start_with(AOF);
-    let server = Likeboard::start(&[
-        "--redis-url".to_string(),
-        redis.url(),
-        "--heartbeat-secs".to_string(),
-        "1".to_string(),
-    ]);
+    let server = Likeboard::builder()
+        .redis(&redis)
+        .args(["--heartbeat-secs", "1"])
+        .start();
     let id = server.add_comment("outage");
     // Resume right after the comment's event: only like events follow.
     let since = server.get("/api/comments").json()["last_event_id"]
@@ -430,7 +428,7 @@ fn redis_outage() {
         "heartbeats during the outage: {beats}"
     );
 
-    redis.restart_with(AOF);
+    redis.restart();
     let back = Instant::now();
     for v in 30..50 {
         loop {
@@ -493,7 +491,7 @@ fn starts_while_redis_is_down() {
     let _turn = my_turn();
     let mut redis = RedisServer::start();
     redis.kill();
-    let server = Likeboard::start(&["--redis-url".to_string(), redis.url()]);
+    let server = Likeboard::builder().redis(&redis).start();
     assert!(
         server.stderr().contains("not answering yet"),
         "{}",
@@ -649,7 +647,8 @@ fn write_rate_limit() {
     let r = server.like("DELETE", id, &me);
     assert_eq!(r.status, 429, "{}", r.text());
     let retry: u64 = r
-        .header("Retry-After")
+        .headers
+        .get("Retry-After")
         .expect("Retry-After")
         .parse()
         .unwrap();
@@ -727,7 +726,7 @@ fn graceful_shutdown() {
 fn first_writes_after_redis_restart_succeed() {
     let _turn = my_turn();
     let mut redis = RedisServer::start_with(AOF);
-    let server = Likeboard::start(&["--redis-url".to_string(), redis.url()]);
+    let server = Likeboard::builder().redis(&redis).start();
     let id = server.add_comment("pooled");
     // Fill the pool with several idle connections.
     let addr = server.addr;
@@ -740,7 +739,7 @@ fn first_writes_after_redis_restart_succeed() {
         assert_eq!(r.join().unwrap(), 200);
     }
     redis.kill();
-    redis.restart_with(AOF);
+    redis.restart();
     for v in 0..8 {
         let r = server.like("POST", id, &visitor(100 + v));
         assert_eq!(

@@ -31,7 +31,7 @@ fn scrape(server: &Likeboard) -> Vec<Sample> {
     let r = server.get("/metrics");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
-        r.header("Content-Type"),
+        r.headers.get("Content-Type"),
         Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/parse_metrics.py");
@@ -109,7 +109,7 @@ both_backends!(
 #[test]
 fn healthz_503_when_redis_is_down() {
     let mut redis = RedisServer::start();
-    let server = Likeboard::start(&["--redis-url".into(), redis.url()]);
+    let server = Likeboard::builder().redis(&redis).start();
     assert_eq!(server.get("/healthz").status, 200);
     redis.kill();
     let r = server.get("/healthz");
@@ -236,7 +236,7 @@ fn metrics_count_refusals() {
 #[test]
 fn metrics_count_redis_errors_and_reconnects() {
     let mut redis = RedisServer::start();
-    let server = Likeboard::start(&["--redis-url".into(), redis.url()]);
+    let server = Likeboard::builder().redis(&redis).start();
     let id = server.add_comment("before the outage");
     assert_eq!(
         value(&scrape(&server), "likeboard_store_reconnects_total", &[]),
@@ -270,7 +270,10 @@ fn single_binary_runs_from_an_empty_directory() {
     let dir = TempDir::new("lonely");
     let binary = dir.0.join("likeboard");
     std::fs::copy(env!("CARGO_BIN_EXE_likeboard"), &binary).unwrap();
-    let server = Likeboard::start_program(&binary, &dir.0, &["--write-rate", "0"]);
+    let server = Likeboard::builder()
+        .program(&binary)
+        .current_dir(&dir.0)
+        .start();
     let page = server.get("/");
     assert_eq!(page.status, 200, "{}", page.text());
     assert!(page.text().contains("/static/app.js"), "{}", page.text());

@@ -550,7 +550,7 @@ fn sigkill_restart_loses_nothing() {
     a.kill();
     // While A is dead (the client waits its `retry:` and finds A refusing).
     likes(&b, c, 10..40);
-    let a2 = Likeboard::start_on(&format!("127.0.0.1:{port}"), &backend.args());
+    let a2 = backend.launch().listen(format!("127.0.0.1:{port}")).start();
     // Through the new A before the client is back: replayed from history.
     likes(&a2, c, 40..50);
     a2.wait_subscribers(1, Duration::from_secs(30));

@@ -16,7 +16,7 @@ both_backends!(
     |backend: &Backend| {
         let server = backend.start(&["--seed-routes"]);
         let mut sse = SseClient::connect(server.addr, "/sse", &[]).unwrap();
-        assert_eq!(sse.header("Content-Type"), Some("text/event-stream"));
+        assert_eq!(sse.headers.get("Content-Type"), Some("text/event-stream"));
         assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
         server.wait_subscribers(1, WAIT);
 

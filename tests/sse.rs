@@ -17,9 +17,9 @@ both_backends!(
         let server = backend.start(&["--heartbeat-secs", "30"]);
         let mut sse = SseClient::connect(server.addr, "/events", &[]).unwrap();
         assert_eq!(sse.status, 200);
-        assert_eq!(sse.header("Content-Type"), Some("text/event-stream"));
-        assert_eq!(sse.header("Cache-Control"), Some("no-cache"));
-        assert_eq!(sse.header("X-Accel-Buffering"), Some("no"));
+        assert_eq!(sse.headers.get("Content-Type"), Some("text/event-stream"));
+        assert_eq!(sse.headers.get("Cache-Control"), Some("no-cache"));
+        assert_eq!(sse.headers.get("X-Accel-Buffering"), Some("no"));
         assert!(sse.chunked, "HTTP/1.1 gets chunked framing");
         assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
         server.wait_subscribers(1, WAIT);
@@ -69,8 +69,8 @@ both_backends!(
         let mut sse = SseClient::connect_version(server.addr, "/events", &[], "HTTP/1.0").unwrap();
         assert_eq!(sse.status, 200);
         assert!(!sse.chunked);
-        assert_eq!(sse.header("Connection"), Some("close"));
-        assert_eq!(sse.header("Content-Length"), None);
+        assert_eq!(sse.headers.get("Connection"), Some("close"));
+        assert_eq!(sse.headers.get("Content-Length"), None);
         assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
         server.wait_subscribers(1, WAIT);
         let id = server.add_comment("one");
@@ -164,7 +164,7 @@ fn over_the_cap_gets_retry_and_close() {
     server.wait_subscribers(2, WAIT);
     let mut c = SseClient::connect(server.addr, "/events", &[]).unwrap();
     assert_eq!(c.status, 200);
-    assert_eq!(c.header("Content-Type"), Some("text/event-stream"));
+    assert_eq!(c.headers.get("Content-Type"), Some("text/event-stream"));
     let retry = c.next_frame(WAIT).unwrap();
     let ms: u64 = retry.get("retry").unwrap().parse().unwrap();
     assert!((2000..=6000).contains(&ms), "{ms}");

@@ -45,7 +45,7 @@ fn listen_backlog_is_large() {
 /// server logs it and exits non-zero so a supervisor restarts it.
 #[test]
 fn accept_loop_death_exits_non_zero() {
-    let mut server = Likeboard::start_after_shell("ulimit -n 48", &[]);
+    let mut server = Likeboard::builder().after_shell("ulimit -n 48").start();
     // Idle connections each take a descriptor until accept() fails with EMFILE.
     let _held: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(server.addr).ok())

@@ -1,17 +1,31 @@
-//! Test fixtures shared by the integration suites: a real `redis-server` on a
-//! free loopback port, the real `likeboard` binary on port 0, a small raw
-//! HTTP/1.1 client and an SSE reader that keeps the exact bytes.
+//! The test kit shared by the integration suites and the load bench: a real
+//! `redis-server` on a free loopback port, the real `likeboard` binary on
+//! port 0, a small raw HTTP/1.1 client and an SSE reader that keeps the exact
+//! bytes.
 //!
-//! Everything talks to 127.0.0.1 only, and every wait is bounded.
-#![allow(dead_code)] // each suite uses a different part of this module
+//! Every suite (and `benches/load`) compiles its own copy of this module with
+//! `mod support;` and calls only part of it, so items that some crate leaves
+//! unused carry a narrow `#[allow(dead_code)]` that says so.
+//!
+//! Everything talks to 127.0.0.1 only, every wait is bounded, and every process
+//! started here is killed and reaped when its handle drops (also on panic).
+//!
+//! Layout: scratch directories and process helpers; [`RedisServer`];
+//! [`Likeboard`] and its builder [`Launch`]; [`Backend`] and `both_backends!`;
+//! raw HTTP ([`http`], [`raw`], [`read_response`], [`Headers`]); SSE
+//! ([`Frame`], [`SseClient`]).
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------
+// Scratch directories and process helpers
+// ---------------------------------------------------------------------------
 
 /// A unique scratch directory under target/, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -39,19 +53,20 @@ impl Drop for TempDir {
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free loopback port")
 }
 
-/// Raises this process's soft open-files limit to the hard limit (tests that
-/// open thousands of connections need it); returns the new soft limit.
+/// Raises this process's soft open-files limit to the hard limit (tests and
+/// the bench open thousands of connections); returns the new soft limit.
+#[allow(dead_code, reason = "only the suites that open many sockets call it")]
 pub fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
         lim.rlim_cur = lim.rlim_max;
@@ -61,17 +76,103 @@ pub fn raise_fd_limit() -> u64 {
     lim.rlim_cur
 }
 
-/// A real redis-server on a free loopback port, killed and reaped on drop.
+/// Makes a child die with us even if we are killed outright (SIGKILL leaves no
+/// Drop to run). Linux sends the signal when the *thread* that spawned the
+/// child ends, so a fixture must be started on the thread that owns it (a
+/// test's own thread, or the bench's main thread).
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// How a child ended, read without reaping it (`waitid` with `WNOWAIT`), so
+/// its `Child` handle can still reap it.
+fn exit_state(pid: u32) -> String {
+    // SAFETY: waitid fills the siginfo we pass; WNOHANG never blocks.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if rc != 0 || info.si_pid() == 0 {
+            return "the process is still running".into();
+        }
+        match info.si_code {
+            libc::CLD_EXITED => format!("exited with status {}", info.si_status()),
+            _ => format!("killed by signal {}", info.si_status()),
+        }
+    }
+}
+
+/// Kills a child with SIGKILL and reaps it; nothing if it is gone already.
+fn kill_and_reap(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The last 40 lines of a log.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The path of `program` on `PATH` (or in /usr/sbin and /sbin, where Debian
+/// puts nginx), or a panic that says how to get it: tests that need a tool
+/// fail when it is missing, they never pass silently.
+#[allow(dead_code, reason = "only the suites that drive other tools call it")]
+pub fn require_tool(program: &str, package: &str) -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} is not installed; `make test` installs it (Debian package {package})")
+        })
+}
+
+// ---------------------------------------------------------------------------
+// RedisServer
+// ---------------------------------------------------------------------------
+
+/// A real redis-server on a free loopback port, nothing persisted unless asked,
+/// killed and reaped on drop. `$LIKEBOARD_TEST_REDIS_SERVER` names the binary
+/// (default: `redis-server` on PATH).
 pub struct RedisServer {
     pub port: u16,
+    /// Config arguments after the fixture's own; every restart uses them again.
+    extra: Vec<String>,
     child: Option<Child>,
+    /// Its working directory (`--dir`) and log.
     dir: TempDir,
 }
 
+#[allow(
+    dead_code,
+    reason = "each suite calls the part of the fixture it needs"
+)]
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// A redis-server with extra config arguments after the fixture's own (later
+    /// ones win), e.g. `["--appendonly", "yes", "--appendfsync", "always"]` to keep
+    /// every acknowledged write across `kill` and `restart`.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             dir: TempDir::new("redis"),
         };
@@ -83,17 +184,51 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// (Re)starts the server on the same port; waits until it answers PING.
+    /// The process id (0 while killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// (Re)starts the server on the same port with the same arguments; waits
+    /// until it answers PING, or panics with its log.
     pub fn restart(&mut self) {
-        self.restart_with(&[]);
+        assert!(self.child.is_none(), "redis-server is already running");
+        let binary = std::env::var("LIKEBOARD_TEST_REDIS_SERVER")
+            .unwrap_or_else(|_| "redis-server".to_string());
+        let log = self.dir.0.join("redis.log");
+        let mut cmd = Command::new(&binary);
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra)
+            .arg("--dir")
+            .arg(&self.dir.0)
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {binary:?} ({e}); `make test-deps` installs redis-server")
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!(
+            "redis-server on port {} never answered PING; its log:\n{log}",
+            self.port
+        );
     }
 
     /// Kills the server (SIGKILL) and reaps it; data is lost (no persistence).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_and_reap(&mut self.child);
     }
 
     fn ping(&self) -> bool {
@@ -115,91 +250,130 @@ impl Drop for RedisServer {
     }
 }
 
-/// Which store a suite runs against.
-pub enum Backend {
-    Memory,
-    Redis(RedisServer),
-}
+// ---------------------------------------------------------------------------
+// Likeboard and its builder
+// ---------------------------------------------------------------------------
 
-impl Backend {
-    pub fn memory() -> Backend {
-        Backend::Memory
-    }
-
-    pub fn redis() -> Backend {
-        Backend::Redis(RedisServer::start())
-    }
-
-    /// Flags that point the server at this backend.
-    pub fn args(&self) -> Vec<String> {
-        match self {
-            Backend::Memory => vec![],
-            Backend::Redis(r) => vec!["--redis-url".into(), r.url()],
-        }
-    }
-
-    /// Starts a server on this backend with extra flags.
-    pub fn start(&self, extra: &[&str]) -> Likeboard {
-        let mut args = self.args();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Likeboard::start(&args)
-    }
-}
-
-/// The real `likeboard` binary, listening on a free port; killed on drop.
+/// The real `likeboard` binary, listening on the address it printed; killed
+/// and reaped on drop.
 pub struct Likeboard {
     pub addr: SocketAddr,
+    /// The binary and the flags it was started with, for messages and reports.
+    program: PathBuf,
+    args: Vec<String>,
     child: Option<Child>,
     stderr_path: PathBuf,
+    /// Holds stderr.log (and is the working directory unless one was given).
     _dir: TempDir,
 }
 
-impl Likeboard {
-    /// Starts the binary with `--listen 127.0.0.1:0 --write-rate 0` plus `args`
-    /// (later flags win), a clean environment, and waits for its URL line.
-    pub fn start(args: &[String]) -> Likeboard {
-        Self::start_on("127.0.0.1:0", args)
+/// How to start [`Likeboard`]: `Likeboard::builder().arg(..).start()`.
+/// [`Likeboard::start`] and [`Backend::start`] are the usual cases of it.
+///
+/// The server always gets `--listen <addr> --write-rate 0` first (later flags
+/// win), `RUST_LOG` and nothing else from the environment, and stdin closed.
+#[must_use = "a Launch does nothing until .start()"]
+pub struct Launch {
+    program: PathBuf,
+    listen: String,
+    args: Vec<String>,
+    cwd: Option<PathBuf>,
+    shell_setup: Option<String>,
+    log_level: String,
+}
+
+#[allow(dead_code, reason = "each suite calls the options it needs")]
+impl Launch {
+    /// One more flag (or flag value) after those given so far.
+    pub fn arg(mut self, arg: impl Into<String>) -> Launch {
+        self.args.push(arg.into());
+        self
     }
 
-    pub fn start_on(listen: &str, args: &[String]) -> Likeboard {
-        Self::start_command(Command::new(env!("CARGO_BIN_EXE_likeboard")), listen, args)
+    pub fn args<I, S>(mut self, args: I) -> Launch
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
     }
 
-    /// Starts the binary under `sh -c "<setup>; exec likeboard ..."`, e.g. to
-    /// run it with `ulimit -n 64`.
-    pub fn start_after_shell(setup: &str, args: &[String]) -> Likeboard {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("{setup}; exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_likeboard"));
-        Self::start_command(cmd, "127.0.0.1:0", args)
+    /// Points the server at this Redis (`--redis-url`).
+    pub fn redis(self, redis: &RedisServer) -> Launch {
+        self.args(["--redis-url", &redis.url()])
     }
 
-    fn start_command(mut cmd: Command, listen: &str, args: &[String]) -> Likeboard {
+    /// Listens here instead of 127.0.0.1:0, e.g. a restarted server on the
+    /// port its predecessor had.
+    pub fn listen(mut self, addr: impl ToString) -> Launch {
+        self.listen = addr.to_string();
+        self
+    }
+
+    /// Runs this binary (e.g. a copy of likeboard) instead of Cargo's build.
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Launch {
+        self.program = program.into();
+        self
+    }
+
+    /// The working directory; nothing is written into it (stderr goes to a
+    /// scratch directory of the fixture's own, which is the default cwd).
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Launch {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Runs the binary under `sh -c "<setup>; exec likeboard ..."`, e.g. with
+    /// `ulimit -n 64`.
+    pub fn after_shell(mut self, setup: &str) -> Launch {
+        self.shell_setup = Some(setup.to_string());
+        self
+    }
+
+    /// `RUST_LOG` for the server; `info` unless set (the bench uses `warn`, so
+    /// a line per request does not become part of what it measures).
+    pub fn log_level(mut self, level: &str) -> Launch {
+        self.log_level = level.to_string();
+        self
+    }
+
+    /// Spawns the server and waits up to 20 s for its `listening on` line;
+    /// panics with its state and log if it never prints one.
+    pub fn start(self) -> Likeboard {
         let dir = TempDir::new("likeboard");
-        for (key, _) in std::env::vars() {
-            if key.starts_with("LIKEBOARD_") || key == "REDIS_URL" || key == "RUST_LOG" {
-                cmd.env_remove(key);
+        let mut args = vec![
+            "--listen".to_string(),
+            self.listen,
+            "--write-rate".to_string(),
+            "0".to_string(),
+        ];
+        args.extend(self.args);
+        let mut cmd = match &self.shell_setup {
+            None => Command::new(&self.program),
+            Some(setup) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("{setup}; exec \"$0\" \"$@\""))
+                    .arg(&self.program);
+                sh
             }
-        }
-        cmd.env("RUST_LOG", "info")
-            .args(["--listen", listen, "--write-rate", "0"])
-            .args(args)
-            .current_dir(&dir.0);
-        Self::launch(cmd, dir)
-    }
-
-    /// Spawns `cmd` with its stderr in `dir`, and waits for its URL line.
-    fn launch(mut cmd: Command, dir: TempDir) -> Likeboard {
+        };
         let stderr_path = dir.0.join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).unwrap();
-        cmd.stdin(Stdio::null())
+        let stderr = std::fs::File::create(&stderr_path).expect("creating the server's log");
+        cmd.args(&args)
+            .env_clear()
+            .env("RUST_LOG", &self.log_level)
+            .current_dir(self.cwd.as_deref().unwrap_or(&dir.0))
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
+        die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {:?}: {e}", cmd.get_program()));
-        let stdout = child.stdout.take().unwrap();
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.program));
+        let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -209,26 +383,56 @@ impl Likeboard {
             // Keep draining so the child never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let Some(addr) = line
-            .strip_prefix("listening on http://")
-            .and_then(|a| a.parse().ok())
-        else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!("{cmd:?} printed {line:?}, not its URL; stderr:\n{log}");
-        };
-        Likeboard {
-            addr,
+        let mut server = Likeboard {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            program: self.program,
+            args,
             child: Some(child),
             stderr_path,
             _dir: dir,
+        };
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        match line
+            .strip_prefix("listening on http://")
+            .and_then(|a| a.parse().ok())
+        {
+            Some(addr) => server.addr = addr,
+            None => server.died(&format!("printed {line:?}, not its URL")),
+        }
+        server
+    }
+}
+
+#[allow(
+    dead_code,
+    reason = "each suite calls the part of the fixture it needs"
+)]
+impl Likeboard {
+    /// A [`Launch`] of Cargo's build of the binary on 127.0.0.1:0.
+    pub fn builder() -> Launch {
+        Launch {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_likeboard")),
+            listen: "127.0.0.1:0".to_string(),
+            args: Vec::new(),
+            cwd: None,
+            shell_setup: None,
+            log_level: "info".to_string(),
         }
     }
 
+    /// Starts the binary with these flags after the kit's own (see [`Launch`]).
+    pub fn start(args: &[&str]) -> Likeboard {
+        Likeboard::builder().args(args).start()
+    }
+
+    /// The process id (0 once it was reaped).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Every flag the binary was started with, the kit's own first.
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
 
     /// What the server logged so far.
@@ -236,13 +440,26 @@ impl Likeboard {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Panics with the process's state (running, exited, killed) and the end
+    /// of its log: for a server that did not do what a test waited for.
+    pub fn died(&self, what: &str) -> ! {
+        let state = exit_state(self.pid());
+        panic!(
+            "{} {} {what} ({state}); its log ends:\n{}",
+            self.program.display(),
+            self.args.join(" "),
+            tail(&self.stderr())
+        );
+    }
+
     /// Sends a signal to the server process.
     pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) only sends a signal to the pid we started.
         unsafe { libc::kill(self.pid() as i32, sig) };
     }
 
     /// Waits up to `timeout` for the process to exit; its status if it did.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
@@ -258,10 +475,7 @@ impl Likeboard {
 
     /// Kills the server with SIGKILL and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_and_reap(&mut self.child);
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -286,13 +500,10 @@ impl Likeboard {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "subscribers stayed at {last}, expected {n}; server log tail:\n{}",
-            tail(&self.stderr())
-        );
+        self.died(&format!("kept {last} subscribers, expected {n}"));
     }
 
-    /// Posts a comment as `visitor` and returns its id.
+    /// Posts a comment and returns its id.
     pub fn add_comment(&self, content: &str) -> u64 {
         let body = serde_json::json!({ "content": content, "nickname": "tester" }).to_string();
         let r = http(
@@ -318,10 +529,70 @@ impl Drop for Likeboard {
     }
 }
 
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+// ---------------------------------------------------------------------------
+// Backend: the same test against the in-memory store and Redis
+// ---------------------------------------------------------------------------
+
+/// Which store a suite runs against.
+pub enum Backend {
+    Memory,
+    Redis(RedisServer),
 }
+
+#[allow(
+    dead_code,
+    reason = "each suite calls the part of the fixture it needs"
+)]
+impl Backend {
+    pub fn memory() -> Backend {
+        Backend::Memory
+    }
+
+    pub fn redis() -> Backend {
+        Backend::Redis(RedisServer::start())
+    }
+
+    /// A [`Launch`] already pointed at this backend.
+    pub fn launch(&self) -> Launch {
+        match self {
+            Backend::Memory => Likeboard::builder(),
+            Backend::Redis(redis) => Likeboard::builder().redis(redis),
+        }
+    }
+
+    /// Starts a server on this backend with extra flags.
+    pub fn start(&self, extra: &[&str]) -> Likeboard {
+        self.launch().args(extra).start()
+    }
+}
+
+/// Runs a test body once per backend: `both_backends!(name, |backend| { ... });`
+/// expands to `name::memory` and `name::redis` tests.
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$meta:meta])* $name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[$meta])*
+            #[test]
+            fn memory() {
+                let backend = $crate::support::Backend::memory();
+                ($body)(&backend);
+            }
+            $(#[$meta])*
+            #[test]
+            fn redis() {
+                let backend = $crate::support::Backend::redis();
+                ($body)(&backend);
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/1.1
+// ---------------------------------------------------------------------------
 
 /// Likes (`POST`) or unlikes (`DELETE`) comment `id` as the visitor with this
 /// cookie value, at `addr` (for threads that hold only the address).
@@ -337,25 +608,44 @@ pub fn like_at(addr: SocketAddr, method: &str, id: u64, visitor: &str) -> Respon
 }
 
 /// A visitor id in the cookie's format (32 hex digits) derived from `n`.
+#[allow(
+    dead_code,
+    reason = "only the suites that like as many visitors call it"
+)]
 pub fn visitor(n: u64) -> String {
     format!("{:032x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xabc)
 }
 
-/// A complete HTTP response.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+/// A message's headers in the order they came; names compare without case.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(pub Vec<(String, String)>);
 
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+impl Headers {
+    /// The first value of header `name`, whatever its case.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// Whether header `name` is present with a value equal to `value`, ignoring case.
+    pub fn has(&self, name: &str, value: &str) -> bool {
+        self.get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case(value))
+    }
+}
+
+/// A complete HTTP response.
+#[derive(Debug)]
+#[allow(dead_code, reason = "each suite reads the fields it checks")]
+pub struct Response {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -393,6 +683,10 @@ pub fn http(
 
 /// Sends raw bytes and reads whatever comes back until the server closes or
 /// `timeout` passes.
+#[allow(
+    dead_code,
+    reason = "only the suites that send malformed bytes call it"
+)]
 pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connecting to likeboard");
     stream.set_read_timeout(Some(timeout)).unwrap();
@@ -402,20 +696,42 @@ pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8> {
     out
 }
 
+/// The status of a raw response (`None` if the server closed without one) and
+/// its body (after the blank line; our error replies carry a Content-Length).
+#[allow(
+    dead_code,
+    reason = "only the suites that send malformed bytes call it"
+)]
+pub fn raw_status(bytes: &[u8]) -> (Option<u16>, Vec<u8>) {
+    let status = bytes
+        .strip_prefix(b"HTTP/1.".as_slice())
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse().ok());
+    let body = find(bytes, b"\r\n\r\n").map_or(Vec::new(), |i| bytes[i + 4..].to_vec());
+    (status, body)
+}
+
+/// Where `needle` first occurs in `haystack`.
+#[allow(
+    dead_code,
+    reason = "used by the SSE and raw helpers, which not every suite calls"
+)]
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Reads one response (Content-Length, chunked, or until close).
 pub fn read_response<R: BufRead>(r: &mut R) -> Response {
     let (status, headers) = read_head(r).expect("reading the response head");
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
     let mut body = Vec::new();
-    if let Some(len) = get("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = headers
+        .get("Content-Length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         body.resize(len, 0);
         r.read_exact(&mut body).expect("reading the body");
-    } else if get("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    } else if headers.has("Transfer-Encoding", "chunked") {
         while let Some(chunk) = read_chunk(r).expect("reading a chunk") {
             body.extend(chunk);
         }
@@ -429,8 +745,9 @@ pub fn read_response<R: BufRead>(r: &mut R) -> Response {
     }
 }
 
-/// Reads a status line and headers.
-pub fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<(u16, Vec<(String, String)>)> {
+/// Reads a status line and headers (from a socket, or from bytes already read:
+/// `&[u8]` is a `BufRead`).
+pub fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<(u16, Headers)> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let status = line
@@ -446,7 +763,7 @@ pub fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<(u16, Vec<(String, St
         }
         let line = line.trim_end();
         if line.is_empty() {
-            return Ok((status, headers));
+            return Ok((status, Headers(headers)));
         }
         if let Some((k, v)) = line.split_once(':') {
             headers.push((k.trim().to_string(), v.trim().to_string()));
@@ -471,13 +788,22 @@ pub fn read_chunk<R: BufRead>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
     Ok(if len == 0 { None } else { Some(data) })
 }
 
+// ---------------------------------------------------------------------------
+// SSE
+// ---------------------------------------------------------------------------
+
 /// One SSE block (the lines up to a blank line), with its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(dead_code, reason = "only the suites that read event streams use it")]
 pub struct Frame {
     pub raw: String,
     pub fields: Vec<(String, String)>,
 }
 
+#[allow(
+    dead_code,
+    reason = "each stream-reading suite calls the accessors it needs"
+)]
 impl Frame {
     /// Parses one complete block (ending in its blank line).
     pub fn parse(raw: String) -> Frame {
@@ -513,10 +839,11 @@ impl Frame {
 }
 
 /// An SSE connection that keeps every byte of the body it read.
+#[allow(dead_code, reason = "only the suites that read event streams use it")]
 pub struct SseClient {
     reader: BufReader<TcpStream>,
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     pub chunked: bool,
     /// The decoded body so far (chunk framing removed).
     pub body: Vec<u8>,
@@ -527,6 +854,10 @@ pub struct SseClient {
     pub closed: bool,
 }
 
+#[allow(
+    dead_code,
+    reason = "each stream-reading suite calls the part it needs"
+)]
 impl SseClient {
     /// Opens `path` with HTTP/1.1 (or 1.0) and extra headers; reads the head.
     pub fn connect(
@@ -554,9 +885,7 @@ impl SseClient {
         (&stream).write_all(req.as_bytes())?;
         let mut reader = BufReader::new(stream);
         let (status, headers) = read_head(&mut reader)?;
-        let chunked = headers.iter().any(|(k, v)| {
-            k.eq_ignore_ascii_case("Transfer-Encoding") && v.eq_ignore_ascii_case("chunked")
-        });
+        let chunked = headers.has("Transfer-Encoding", "chunked");
         Ok(SseClient {
             reader,
             status,
@@ -567,13 +896,6 @@ impl SseClient {
             wire: Vec::new(),
             closed: false,
         })
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
     }
 
     /// Reads more of the body (one chunk, or what arrives); false at the end.
@@ -671,136 +993,4 @@ impl SseClient {
         }
         self.closed
     }
-}
-
-/// Where `needle` first occurs in `haystack`.
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Header lookup helper for a list of pairs.
-pub fn headers_map(headers: &[(String, String)]) -> HashMap<String, String> {
-    headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .collect()
-}
-
-/// Runs a test body once per backend: `both_backends!(name, |backend| { ... });`
-/// expands to `name::memory` and `name::redis` tests.
-#[macro_export]
-macro_rules! both_backends {
-    ($(#[$meta:meta])* $name:ident, $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            $(#[$meta])*
-            #[test]
-            fn memory() {
-                let backend = $crate::support::Backend::memory();
-                ($body)(&backend);
-            }
-            $(#[$meta])*
-            #[test]
-            fn redis() {
-                let backend = $crate::support::Backend::redis();
-                ($body)(&backend);
-            }
-        }
-    };
-}
-
-impl Likeboard {
-    /// Starts `program` (e.g. a copy of the binary) in working directory `cwd`
-    /// with `--listen 127.0.0.1:0` plus `args` and a clean environment. Unlike
-    /// [`Likeboard::start`], nothing is written into `cwd`: stderr goes to a
-    /// scratch directory of its own.
-    pub fn start_program(
-        program: &std::path::Path,
-        cwd: &std::path::Path,
-        args: &[&str],
-    ) -> Likeboard {
-        let mut cmd = Command::new(program);
-        cmd.env_clear()
-            .env("RUST_LOG", "info")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .current_dir(cwd);
-        Self::launch(cmd, TempDir::new("likeboard-log"))
-    }
-}
-
-/// The path of `program` on `PATH` (or in /usr/sbin and /sbin, where Debian
-/// puts nginx), or a panic that says how to get it: tests that need a tool
-/// fail when it is missing, they never pass silently.
-pub fn require_tool(program: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{program} is not installed; `make test` installs it (Debian package {package})")
-        })
-}
-
-impl RedisServer {
-    /// A redis-server with extra config arguments after the fixture's own (later
-    /// ones win), e.g. `["--appendonly", "yes", "--appendfsync", "always"]` to keep
-    /// every acknowledged write across `kill` and `restart_with`.
-    pub fn start_with(extra: &[&str]) -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
-            child: None,
-            dir: TempDir::new("redis"),
-        };
-        server.restart_with(extra);
-        server
-    }
-
-    /// Like `restart`, with extra config arguments (pass the same ones again).
-    pub fn restart_with(&mut self, extra: &[&str]) {
-        assert!(self.child.is_none(), "redis-server is already running");
-        let binary = std::env::var("LIKEBOARD_TEST_REDIS_SERVER")
-            .unwrap_or_else(|_| "redis-server".to_string());
-        let log = self.dir.0.join("redis.log");
-        let child = Command::new(&binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra)
-            .arg("--dir")
-            .arg(&self.dir.0)
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary:?} ({e})"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.ping() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        panic!(
-            "redis-server on port {} never answered PING; its log:\n{log}",
-            self.port
-        );
-    }
-}
-
-/// The status of a raw response (`None` if the server closed without one) and
-/// its body (after the blank line; our error replies carry a Content-Length).
-pub fn raw_status(bytes: &[u8]) -> (Option<u16>, Vec<u8>) {
-    let status = bytes
-        .strip_prefix(b"HTTP/1.".as_slice())
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|code| std::str::from_utf8(code).ok())
-        .and_then(|code| code.parse().ok());
-    let body = find(bytes, b"\r\n\r\n").map_or(Vec::new(), |i| bytes[i + 4..].to_vec());
-    (status, body)
 }

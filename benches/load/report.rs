@@ -1,0 +1,679 @@
+//! The report: the machine and the version measured, then every phase's
+//! figures as Markdown tables with the targets' verdicts, written to
+//! BENCHMARKS.md (keeping the hand-written notes after its marker) or, for
+//! `--quick`, to target/bench-quick.md.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use crate::clients::{Tally, FLOOR_FRAME, READER_THREADS};
+use crate::procstat::ProcSnapshot;
+use crate::scenarios::{Burst, FanOut, LikeRun, Storm, BURST_PATH};
+use crate::support::{Likeboard, RedisServer};
+use crate::{RedisProbe, Sizes, IDLE_SAMPLE};
+
+/// CPU (% of one core) other processes may use in a phase before the report
+/// says the run shared the machine.
+const SHARED_MACHINE_PCT: f64 = 25.0;
+
+pub struct Machine {
+    cpu: String,
+    cores: usize,
+    memory_gib: f64,
+    kernel: String,
+    redis: String,
+    rustc: String,
+    open_files: usize,
+    max_map_count: String,
+    /// The commit the server was built from, and whether src/ had changes on top.
+    commit: String,
+}
+
+pub fn machine(redis: &RedisServer, open_files: usize) -> Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let meminfo = read("/proc/meminfo");
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Machine {
+        cpu: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map_or("unknown".into(), |v| {
+                v.trim_start_matches([' ', '\t', ':']).to_string()
+            }),
+        cores: thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib: mem_kib / 1024.0 / 1024.0,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        redis: redis.version(),
+        rustc: Command::new("rustc")
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default(),
+        open_files,
+        max_map_count: read("/proc/sys/vm/max_map_count").trim().to_string(),
+        commit: commit(),
+    }
+}
+
+/// The 1, 5 and 15-minute load averages, from /proc/loadavg.
+pub fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `git rev-parse --short HEAD` of this checkout, noting uncommitted changes
+/// to what the server is built from: figures belong to a version.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown (not a git checkout)".into();
+    };
+    match git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+    ]) {
+        Some(changes) if changes.is_empty() => head,
+        _ => format!("{head} with uncommitted changes to src/ or Cargo.*"),
+    }
+}
+
+/// Everything measured in one run.
+#[derive(Default)]
+pub struct Report {
+    machine: Option<Machine>,
+    server_command: String,
+    redis_command: String,
+    pub cap: usize,
+    /// The machine's 1/5/15-minute load averages at the start and the end.
+    pub load_average: (String, String),
+    pub ceiling: Option<LikeRun>,
+    pub likes: Option<LikeRun>,
+    pub burst: Option<Burst>,
+    pub fan_out: Vec<FanOut>,
+    pub storm: Option<Storm>,
+    /// (idle SSE clients, the server's process figures then).
+    pub memory: Vec<(usize, ProcSnapshot)>,
+    /// Anything that did not go as planned, said plainly in the report.
+    pub notes: Vec<String>,
+    pub server_log_warnings: Vec<String>,
+}
+
+/// The marker after which BENCHMARKS.md holds hand-written analysis that a new
+/// run keeps.
+const NOTES_MARKER: &str =
+    "<!-- Everything below this line is written by hand and kept by `make bench`. -->";
+
+pub fn kept_notes(path: &Path) -> String {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    match old.split_once(NOTES_MARKER) {
+        Some((_, notes)) => format!("\n{NOTES_MARKER}{notes}"),
+        None => format!("\n{NOTES_MARKER}\n"),
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.2} ms"))
+}
+
+fn int(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A target's verdict: met, missed, or not measured.
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+impl Report {
+    pub fn new(machine: Machine, redis: &RedisServer, server: &Likeboard) -> Report {
+        Report {
+            machine: Some(machine),
+            server_command: format!(
+                "{} {}",
+                Path::new(env!("CARGO_BIN_EXE_likeboard"))
+                    .file_name()
+                    .map_or("likeboard".into(), |n| n.to_string_lossy()),
+                server.args().join(" ")
+            ),
+            redis_command: format!(
+                "redis-server --port {} --bind 127.0.0.1 --save \"\" --appendonly no",
+                redis.port
+            ),
+            ..Report::default()
+        }
+    }
+
+    pub fn markdown(&self, sizes: &Sizes, took: Duration) -> String {
+        let mut md = String::new();
+        let w = &mut md;
+        let _ = writeln!(w, "# Benchmarks\n");
+        let _ = writeln!(
+            w,
+            "Written by `{}` in {:.0} s{}. Loopback only: the load generator, the server and \
+             Redis share the same cores, so every figure includes the generator's own cost.\n",
+            if sizes.quick {
+                "cargo bench --bench load -- --quick"
+            } else {
+                "make bench"
+            },
+            took.as_secs_f64(),
+            if sizes.quick {
+                " (QUICK: small sizes, a smoke check, not a measurement)"
+            } else {
+                ""
+            }
+        );
+        if let Some((phase, others)) = self.busiest_neighbour() {
+            if others > SHARED_MACHINE_PCT {
+                let _ = writeln!(
+                    w,
+                    "**This run shared the machine**: other processes used up to {others:.0}% of a \
+                     core (during {phase}). Absolute figures are pessimistic; ratios measured in \
+                     the same phase (p99 against the floor, likes/s against the ceiling) hold \
+                     better.\n"
+                );
+            }
+        }
+        self.machine_section(w);
+        self.commands_section(w);
+        self.results_section(w, sizes);
+        self.targets_section(w, sizes);
+        self.notes_section(w);
+        md
+    }
+
+    /// The phase in which other processes used the most CPU, and how much.
+    fn busiest_neighbour(&self) -> Option<(String, f64)> {
+        let mut phases: Vec<(String, f64)> = Vec::new();
+        if let Some(r) = &self.ceiling {
+            phases.push(("the direct-Redis ceiling".into(), r.cpu.others));
+        }
+        if let Some(r) = &self.likes {
+            phases.push(("like throughput".into(), r.cpu.others));
+        }
+        for f in &self.fan_out {
+            phases.push((
+                format!("fan-out to {}", int(f.n as u64)),
+                f.likes.cpu.others,
+            ));
+        }
+        if let Some(s) = &self.storm {
+            phases.push(("the storm".into(), s.likes.cpu.others));
+        }
+        phases.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    fn machine_section(&self, w: &mut String) {
+        let Some(m) = &self.machine else { return };
+        let _ = writeln!(w, "## Machine\n");
+        let _ = writeln!(w, "| | |\n|---|---|");
+        let _ = writeln!(w, "| server built from commit | {} |", m.commit);
+        let _ = writeln!(w, "| CPU | {} |", m.cpu);
+        let _ = writeln!(w, "| cores | {} |", m.cores);
+        let _ = writeln!(w, "| memory | {:.1} GiB |", m.memory_gib);
+        let _ = writeln!(w, "| kernel | {} |", m.kernel);
+        let _ = writeln!(w, "| Redis | {} |", m.redis);
+        let _ = writeln!(w, "| Rust | {} |", m.rustc);
+        let _ = writeln!(
+            w,
+            "| open files (hard limit) | {} |",
+            int(m.open_files as u64)
+        );
+        let _ = writeln!(w, "| vm.max_map_count | {} |", m.max_map_count);
+        let _ = writeln!(
+            w,
+            "| server's subscriber cap (`/healthz` max_subscribers) | {} |",
+            int(self.cap as u64)
+        );
+        let _ = writeln!(
+            w,
+            "| load average (1, 5, 15 min) at start; at end | {}; {} |\n",
+            self.load_average.0, self.load_average.1
+        );
+    }
+
+    fn commands_section(&self, w: &mut String) {
+        let _ = writeln!(w, "## Commands\n");
+        let _ = writeln!(w, "```");
+        let _ = writeln!(
+            w,
+            "make bench         # cargo bench --bench load (release build)"
+        );
+        let _ = writeln!(
+            w,
+            "make bench-quick   # cargo bench --bench load -- --quick"
+        );
+        let _ = writeln!(w, "# what the bench starts:");
+        let _ = writeln!(w, "{}", self.redis_command);
+        let _ = writeln!(w, "RUST_LOG=warn {}", self.server_command);
+        let _ = writeln!(w, "```\n");
+        let _ = writeln!(
+            w,
+            "Every like comes from a new visitor (`Cookie: lb_visitor=<32 hex>`), so each one \
+             changes a score and emits an event. SSE clients are plain sockets read by {READER_THREADS} \
+             epoll threads with a hand-written chunked/SSE parser. Latencies are in histogram \
+             buckets 1/64 of their value wide (max is exact).\n"
+        );
+    }
+
+    fn results_section(&self, w: &mut String, sizes: &Sizes) {
+        let _ = writeln!(w, "## Results\n");
+        let _ = writeln!(
+            w,
+            "### 1. Like throughput, and 5a. the direct-Redis ceiling\n"
+        );
+        table_head(w, "| run | clients | seconds | likes acked | likes/s | p50 | p99 | max | failures | final score = acked | server context switches per like | CPU: server | Redis | generator | others |");
+        for (name, run) in [
+            ("HTTP `POST /api/comments/{id}/like`", &self.likes),
+            (
+                "5a. `SET_LIKE` script straight to Redis, no HTTP",
+                &self.ceiling,
+            ),
+        ] {
+            let Some(r) = run else { continue };
+            let _ = writeln!(
+                w,
+                "| {name} | {} | {:.1} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} |",
+                r.clients,
+                r.secs,
+                int(r.acked),
+                int(r.rate() as u64),
+                ms(r.latency.p50()),
+                ms(r.latency.p99()),
+                ms(r.latency.max_ms()),
+                r.failures,
+                match r.final_score {
+                    Some(s) if s == r.acked => format!("yes ({})", int(s)),
+                    Some(s) => format!("**no: {}**", int(s)),
+                    None => "?".into(),
+                },
+                per(r.cpu.server.map(|_| r.cpu.server_switches), r.acked),
+                r.cpu.cells(),
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nCPU is in % of one core (the machine has two); \"generator\" is this benchmark's \
+             own load generator, \"others\" every other process on the machine. The HTTP senders' connections \
+             are opened one after another and answered once before the clock starts.\n"
+        );
+        if let Some(b) = &self.burst {
+            let _ = writeln!(w, "### 1b. A burst of new keep-alive connections\n");
+            let _ = writeln!(
+                w,
+                "{} connections opened at the same instant, each sending `GET {BURST_PATH}` (no \
+                 Redis behind it) and then staying open for {} s, as browser tabs do. A reply \
+                 other than 200 counts as failed.\n",
+                b.connections,
+                b.held.as_secs()
+            );
+            let _ = writeln!(
+                w,
+                "| first reply p50 | p99 | max | slower than {} ms | failed |",
+                b.slow_after.as_millis()
+            );
+            let _ = writeln!(w, "|---|---|---|---|---|");
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | **{}** | {} |\n",
+                ms(b.first_reply.p50()),
+                ms(b.first_reply.p99()),
+                ms(b.first_reply.max_ms()),
+                b.slow,
+                b.failed
+            );
+            if b.slow > 0 {
+                let _ = writeln!(
+                    w,
+                    "A first reply that takes about {} s was answered only when the other \
+                     connections closed: the connection sat unserved in the meantime.\n",
+                    b.held.as_secs()
+                );
+            }
+        }
+
+        let _ = writeln!(
+            w,
+            "### 2. Fan-out latency ({} likes {} ms apart), and 5b. the floor\n",
+            sizes.fan_out_likes,
+            sizes.fan_out_gap.as_millis()
+        );
+        let _ = writeln!(
+            w,
+            "Time from sending a like to each client reading its event. The floor: one thread \
+             writing a {FLOOR_FRAME}-byte frame to N connected loopback sockets, read the same way.\n"
+        );
+        table_head(w, "| clients | connect | deliveries | p50 | p99 | max | missed | dropped | floor p50 | floor p99 | floor max | p99 / floor p99 | server context switches per delivery | CPU: server | Redis | generator | others |");
+        for f in &self.fan_out {
+            let label = match &f.limited_by {
+                Some(_) => format!("{} (asked {})", int(f.n as u64), int(f.asked as u64)),
+                None => int(f.n as u64),
+            };
+            let _ = writeln!(
+                w,
+                "| {label} | {:.1} s{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.connect_secs,
+                if f.connect_failures > 0 {
+                    format!(", **{} failed**", f.connect_failures)
+                } else {
+                    String::new()
+                },
+                deliveries(&f.tally, f.expected),
+                f.tally.dropped + f.server_dropped,
+                ms(f.floor.tally.latency.p50()),
+                ms(f.floor.tally.latency.p99()),
+                ms(f.floor.tally.latency.max_ms()),
+                ratio(f.tally.latency.p99(), f.floor.tally.latency.p99()),
+                per(Some(f.likes.cpu.server_switches), f.tally.delivered()),
+                f.likes.cpu.cells(),
+            );
+        }
+        for f in &self.fan_out {
+            if let Some(why) = &f.limited_by {
+                let _ = writeln!(
+                    w,
+                    "\n{} clients were asked for; {} fit, limited by {why}.",
+                    int(f.asked as u64),
+                    int(f.n as u64)
+                );
+            }
+            if f.floor.tally.delivered() != f.floor.expected || f.floor.tally.dropped > 0 {
+                let _ = writeln!(
+                    w,
+                    "\nThe floor at {} sockets delivered {} of {} frames.",
+                    f.floor.n,
+                    f.floor.tally.delivered(),
+                    f.floor.expected
+                );
+            }
+        }
+        let _ = writeln!(w);
+
+        if let Some(s) = &self.storm {
+            let _ = writeln!(w, "### 3. Like storm\n");
+            let _ = writeln!(
+                w,
+                "{} SSE clients; {} senders like as fast as replies come, each its own comment, for {} s.\n",
+                int(s.clients as u64),
+                s.likes.clients,
+                sizes.storm_secs
+            );
+            table_head(w, "| likes/s | like p50 | like p99 | deliveries | delivery p50 | delivery p99 | delivery max | missed | dropped | failures | server context switches per like | CPU: server | Redis | generator | others |");
+            let _ = writeln!(
+                w,
+                "| **{}** | {} | {} | {} | {} | {} | {} | {} |\n",
+                int(s.likes.rate() as u64),
+                ms(s.likes.latency.p50()),
+                ms(s.likes.latency.p99()),
+                deliveries(&s.tally, s.expected),
+                s.tally.dropped + s.server_dropped + s.connect_failures as u64,
+                s.likes.failures,
+                per(Some(s.likes.cpu.server_switches), s.likes.acked),
+                s.likes.cpu.cells(),
+            );
+        }
+
+        let _ = writeln!(w, "### 4. Memory of the server process\n");
+        let _ = writeln!(
+            w,
+            "Measured with the clients connected and idle, {} s after the last one connected \
+             (longer than tiny_http's pool keeps an idle thread), from `/proc/PID/status` and \
+             `/proc/PID/fd`; the server's CPU is sampled over the last {} of those seconds.\n",
+            (sizes.idle_settle + IDLE_SAMPLE).as_secs(),
+            IDLE_SAMPLE.as_secs()
+        );
+        table_head(w, "| idle SSE clients | RSS | threads | fds | RSS per client | threads per client | fds per client | server CPU while idle |");
+        let base = self.memory.first().map(|m| m.1).unwrap_or_default();
+        for (n, m) in &self.memory {
+            let per = |now: u64, then: u64| {
+                if *n == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}", (now as f64 - then as f64) / *n as f64)
+                }
+            };
+            let _ = writeln!(
+                w,
+                "| {} | {} KiB | {} | {} | {} | {} | {} | {} |",
+                int(*n as u64),
+                int(m.rss_kib),
+                m.threads,
+                m.fds,
+                if *n == 0 {
+                    "-".into()
+                } else {
+                    format!("**{} KiB**", per(m.rss_kib, base.rss_kib))
+                },
+                per(m.threads, base.threads),
+                per(m.fds, base.fds),
+                m.idle_cpu.map_or("-".into(), |c| format!("{c:.1}%")),
+            );
+        }
+        let _ = writeln!(w);
+    }
+
+    fn targets_section(&self, w: &mut String, sizes: &Sizes) {
+        let _ = writeln!(w, "## Against the targets (issue 6)\n");
+        if sizes.quick {
+            let _ = writeln!(
+                w,
+                "Quick sizes: the fan-out and memory targets are for 1,000 and 5,000 clients and \
+                 are judged only in a full run.\n"
+            );
+        }
+        table_head(w, "| target | measured | ratio | verdict |");
+        let rate = self.likes.as_ref().map(LikeRun::rate);
+        let ceiling = self.ceiling.as_ref().map(LikeRun::rate);
+        let mut row = |target: &str, measured: String, ratio: String, met: Option<bool>| {
+            let _ = writeln!(w, "| {target} | {measured} | {ratio} | {} |", verdict(met));
+        };
+        if let (Some(rate), Some(ceiling)) = (rate, ceiling) {
+            let share = rate / ceiling;
+            row(
+                "like throughput ≥ 50% of the direct-Redis ceiling",
+                format!("{} of {} likes/s", int(rate as u64), int(ceiling as u64)),
+                format!("{:.0}% (target 50%)", share * 100.0),
+                Some(share >= 0.5),
+            );
+        }
+        if let Some(rate) = rate {
+            row(
+                "like throughput ≥ 30,000 likes/s",
+                format!("{} likes/s", int(rate as u64)),
+                format!("{:.2}× the target", rate / 30_000.0),
+                Some(rate >= 30_000.0),
+            );
+        }
+        if let Some(p99) = self.likes.as_ref().and_then(|l| l.latency.p99()) {
+            row(
+                "like p99 ≤ 3 ms",
+                format!("{p99:.2} ms"),
+                format!("{:.2}× the target", p99 / 3.0),
+                Some(p99 <= 3.0),
+            );
+        }
+        for (n, limit) in [(1_000, 15.0), (5_000, 70.0)] {
+            let f = self.fan_out.iter().find(|f| f.n == n);
+            let p99 = f.and_then(|f| f.tally.latency.p99());
+            row(
+                &format!("fan-out p99 ≤ {limit} ms at {} clients", int(n as u64)),
+                p99.map_or("not run at this size".into(), |v| format!("{v:.2} ms")),
+                match (f, p99) {
+                    (Some(f), Some(v)) => format!(
+                        "{:.2}× the target; {} the floor",
+                        v / limit,
+                        ratio(Some(v), f.floor.tally.latency.p99())
+                    ),
+                    _ => "-".into(),
+                },
+                p99.map(|v| v <= limit),
+            );
+        }
+        let base = self.memory.first().map(|m| m.1).unwrap_or_default();
+        let per_client = self
+            .memory
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == 5_000)
+            .map(|(n, m)| (m.rss_kib as f64 - base.rss_kib as f64) / *n as f64);
+        row(
+            "RSS ≤ 25 KiB per idle SSE client (at 5,000)",
+            per_client.map_or("not run at 5,000".into(), |v| format!("{v:.1} KiB")),
+            per_client.map_or("-".into(), |v| format!("{:.2}× the target", v / 25.0)),
+            per_client.map(|v| v <= 25.0),
+        );
+        let mut bad = 0u64;
+        let mut parts = Vec::new();
+        for r in [&self.likes, &self.ceiling].into_iter().flatten() {
+            bad += r.failures;
+            if r.final_score != Some(r.acked) {
+                bad += 1;
+                parts.push("a final score differs from the acked likes".to_string());
+            }
+        }
+        for f in &self.fan_out {
+            bad += f.tally.missed
+                + f.tally.duplicates
+                + f.tally.out_of_order
+                + f.tally.dropped
+                + f.server_dropped
+                + f.connect_failures as u64
+                + f.likes.failures
+                + (f.floor.expected - f.floor.tally.delivered().min(f.floor.expected));
+        }
+        if let Some(b) = &self.burst {
+            bad += (b.slow + b.failed) as u64;
+            if b.slow > 0 {
+                parts.push(format!(
+                    "{} connection(s) of the burst left unserved",
+                    b.slow
+                ));
+            }
+        }
+        if let Some(s) = &self.storm {
+            bad += s.tally.missed
+                + s.tally.duplicates
+                + s.tally.out_of_order
+                + s.tally.dropped
+                + s.server_dropped
+                + s.connect_failures as u64
+                + s.likes.failures;
+        }
+        row(
+            "zero failed requests, missed events, dropped clients",
+            if parts.is_empty() {
+                format!("{bad}")
+            } else {
+                format!("{bad} ({})", parts.join("; "))
+            },
+            "-".into(),
+            Some(bad == 0),
+        );
+        let _ = writeln!(w);
+    }
+
+    fn notes_section(&self, w: &mut String) {
+        if self.notes.is_empty() && self.server_log_warnings.is_empty() {
+            return;
+        }
+        let _ = writeln!(w, "## What did not go as planned\n");
+        for n in &self.notes {
+            let _ = writeln!(w, "- {n}");
+        }
+        if !self.server_log_warnings.is_empty() {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            for line in &self.server_log_warnings {
+                // Drop the timestamp so equal warnings are counted together.
+                let text = line
+                    .split_once(']')
+                    .map_or(line.as_str(), |(_, t)| t)
+                    .trim();
+                *counts.entry(text.to_string()).or_default() += 1;
+            }
+            let mut counts: Vec<_> = counts.into_iter().collect();
+            counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+            let _ = writeln!(
+                w,
+                "- The server logged {} warning(s):",
+                self.server_log_warnings.len()
+            );
+            for (text, n) in counts.iter().take(10) {
+                let _ = writeln!(w, "  - {n}× `{text}`");
+            }
+        }
+        let _ = writeln!(w);
+    }
+}
+
+/// Five cells of a delivery table: deliveries of those expected, their p50,
+/// p99 (bold) and max, and the events missed, duplicated or out of order.
+fn deliveries(tally: &Tally, expected: u64) -> String {
+    format!(
+        "{} of {} | {} | **{}** | {} | {}",
+        int(tally.delivered()),
+        int(expected),
+        ms(tally.latency.p50()),
+        ms(tally.latency.p99()),
+        ms(tally.latency.max_ms()),
+        tally.missed + tally.duplicates + tally.out_of_order,
+    )
+}
+
+/// Writes a table's header row and the separator row under it.
+fn table_head(w: &mut String, header: &str) {
+    let columns = header.trim_matches('|').split('|').count();
+    let _ = writeln!(w, "{header}\n{}|", "|---".repeat(columns));
+}
+
+/// `total / n` with one decimal, or "-".
+fn per(total: Option<u64>, n: u64) -> String {
+    match total {
+        Some(t) if n > 0 => format!("{:.1}", t as f64 / n as f64),
+        _ => "-".into(),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
+        _ => "-".into(),
+    }
+}

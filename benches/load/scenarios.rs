@@ -1,0 +1,437 @@
+//! The phases of a run, one function or type each: the direct-Redis ceiling,
+//! like throughput, the connection burst, fan-out at one size with its floor,
+//! and the like storm. Each returns what it measured for `report.rs`; `main.rs`
+//! runs them in order and waits for the server to be quiet between them.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::clients::{
+    close_all, connect_sse, next_visitor, Conn, FloorClient, HttpConn, Ledger, LikeJob, LikeResult,
+    Readers, Tally, FLOOR_FRAME,
+};
+use crate::procstat::{now_ns, CpuMeter, CpuUse, Histogram};
+use crate::report::Report;
+use crate::support::{Likeboard, RedisServer};
+use crate::{json_u64, step, RedisProbe, ServerProbe, Sizes, WAIT_LIMIT};
+
+/// A separate prefix for the direct-Redis run, so its events never reach the
+/// server's pump.
+const DIRECT_TAG: &str = "{likeboard-bench-direct}";
+/// The stream length the server uses by default (`--stream-len`).
+const STREAM_LEN: u64 = 10_000;
+/// Likes one storm sender may send (its send-time log is preallocated).
+const STORM_LOG: usize = 200_000;
+
+/// The server's like script, the very file the server loads, so the ceiling
+/// measures exactly the script the server runs.
+fn set_like_script() -> String {
+    include_str!("../../src/store/redis/set_like.lua").to_string()
+}
+
+/// A run of likes: how many, how fast, how long each took.
+pub struct LikeRun {
+    pub clients: usize,
+    pub secs: f64,
+    pub acked: u64,
+    pub failures: u64,
+    pub latency: Histogram,
+    /// The liked comment's score afterwards (must equal `acked`).
+    pub final_score: Option<u64>,
+    /// CPU used meanwhile, by us and by others.
+    pub cpu: CpuUse,
+}
+
+impl LikeRun {
+    pub fn rate(&self) -> f64 {
+        self.acked as f64 / self.secs
+    }
+
+    fn from_results(clients: usize, secs: f64, results: &[LikeResult]) -> LikeRun {
+        let mut run = LikeRun {
+            clients,
+            secs,
+            acked: 0,
+            failures: 0,
+            latency: Histogram::new(),
+            final_score: None,
+            cpu: CpuUse::default(),
+        };
+        for r in results {
+            run.acked += r.acked;
+            run.failures += r.failures;
+            run.latency.merge(&r.latency);
+        }
+        run
+    }
+}
+
+/// 5a: the server's like script, sent as EVALSHA (loaded on NOSCRIPT, exactly as
+/// the server's `redis::Script` does) from many threads, with no HTTP at all.
+pub fn direct_ceiling(redis: &RedisServer, sizes: &Sizes) -> LikeRun {
+    let script = set_like_script();
+    let member = format!("{:012}", 1);
+    let comments = format!("{DIRECT_TAG}:comments");
+    let mut con = redis.connect();
+    redis::cmd("HSET")
+        .arg(&comments)
+        .arg(&member)
+        .arg("{}")
+        .query::<()>(&mut con)
+        .expect("creating the direct-run comment");
+
+    let until = Instant::now() + Duration::from_secs(sizes.like_secs);
+    let cpu = CpuMeter::start(None, redis.pid());
+    let started = Instant::now();
+    let handles: Vec<JoinHandle<(u64, u64, Histogram)>> = (0..sizes.like_clients)
+        .map(|_| {
+            let mut con = redis.connect();
+            let script = redis::Script::new(&script);
+            let (comments, member) = (comments.clone(), member.clone());
+            thread::spawn(move || {
+                let (mut acked, mut failures, mut latency) = (0, 0, Histogram::new());
+                while Instant::now() < until {
+                    let visitor = format!("c:{}", next_visitor());
+                    let t = Instant::now();
+                    let reply: redis::RedisResult<(u8, u8, u64)> = script
+                        .key(&comments)
+                        .key(format!("{DIRECT_TAG}:ranking"))
+                        .key(format!("{DIRECT_TAG}:likers:{member}"))
+                        .key(format!("{DIRECT_TAG}:liked:{visitor}"))
+                        .key(format!("{DIRECT_TAG}:event_seq"))
+                        .key(format!("{DIRECT_TAG}:events"))
+                        .arg(&member)
+                        .arg(&visitor)
+                        .arg("like")
+                        .arg(STREAM_LEN)
+                        .invoke(&mut con);
+                    match reply {
+                        Ok((1, 1, _)) => {
+                            acked += 1;
+                            latency.record(t.elapsed());
+                        }
+                        _ => failures += 1,
+                    }
+                }
+                (acked, failures, latency)
+            })
+        })
+        .collect();
+    let mut run = LikeRun {
+        clients: sizes.like_clients,
+        secs: 0.0,
+        acked: 0,
+        failures: 0,
+        latency: Histogram::new(),
+        final_score: None,
+        cpu: CpuUse::default(),
+    };
+    for h in handles {
+        let (acked, failures, latency) = h.join().expect("a direct-Redis thread panicked");
+        run.acked += acked;
+        run.failures += failures;
+        run.latency.merge(&latency);
+    }
+    run.secs = started.elapsed().as_secs_f64();
+    run.cpu = cpu.stop();
+    run.final_score = redis::cmd("SCARD")
+        .arg(format!("{DIRECT_TAG}:likers:{member}"))
+        .query(&mut con)
+        .ok();
+    run
+}
+
+/// 1: keep-alive clients liking one comment, each like from a new visitor.
+pub fn like_throughput(server: &Likeboard, redis: &RedisServer, sizes: &Sizes) -> LikeRun {
+    let comment = server.add_comment("like throughput");
+    // Connections are opened one at a time, before the clock starts: see
+    // `connection_burst` for what happens when they all arrive at once.
+    let connections: Vec<HttpConn> = (0..sizes.like_clients)
+        .map(|_| HttpConn::open(server.addr))
+        .collect();
+    let until = Instant::now() + Duration::from_secs(sizes.like_secs);
+    let jobs = connections
+        .into_iter()
+        .map(|http| LikeJob {
+            http,
+            comment,
+            ledger: None,
+            max_likes: 10_000_000,
+            until,
+            gap: None,
+        })
+        .collect();
+    let (results, secs, cpu) = send_likes(server, redis, jobs);
+    let mut run = LikeRun::from_results(sizes.like_clients, secs, &results);
+    run.cpu = cpu;
+    run.final_score = server.score_of(comment);
+    run
+}
+
+/// Runs each sender on a thread of its own with the server's and Redis's CPU
+/// metered meanwhile; returns their results, the seconds they took and the CPU.
+fn send_likes(
+    server: &Likeboard,
+    redis: &RedisServer,
+    jobs: Vec<LikeJob>,
+) -> (Vec<LikeResult>, f64, CpuUse) {
+    let cpu = CpuMeter::start(Some(server.pid()), redis.pid());
+    let started = Instant::now();
+    let handles: Vec<_> = jobs
+        .into_iter()
+        .map(|job| thread::spawn(move || job.run()))
+        .collect();
+    let results = handles
+        .into_iter()
+        .map(|h| h.join().expect("a like sender panicked"))
+        .collect();
+    (results, started.elapsed().as_secs_f64(), cpu.stop())
+}
+
+/// What each connection of the burst asks for, as a page's first request might.
+pub const BURST_PATH: &str = "/static/style.css";
+
+/// 1b: keep-alive connections opened all at once, each sending one request
+/// and then staying open, as browser tabs do. How long the slowest waits for
+/// its first reply shows whether a connection can be left unserved.
+pub struct Burst {
+    pub connections: usize,
+    /// Connections whose first reply took longer than this.
+    pub slow_after: Duration,
+    pub slow: usize,
+    pub failed: usize,
+    pub first_reply: Histogram,
+    pub held: Duration,
+}
+
+impl Burst {
+    pub fn measure(addr: SocketAddr, connections: usize) -> Burst {
+        let held = Duration::from_secs(3);
+        let go = Arc::new(std::sync::Barrier::new(connections));
+        let handles: Vec<_> = (0..connections)
+            .map(|_| {
+                let go = Arc::clone(&go);
+                thread::spawn(move || {
+                    go.wait();
+                    let opened = Instant::now();
+                    let mut http = HttpConn::new(addr);
+                    // A static file: no Redis behind it, so only the HTTP layer is timed.
+                    let reply = http.request("GET", BURST_PATH, None, None);
+                    let took = opened.elapsed();
+                    // Stay open until every connection has had its chance.
+                    thread::sleep((opened + held).saturating_duration_since(Instant::now()));
+                    (matches!(reply, Ok((200, _))), took)
+                })
+            })
+            .collect();
+        let mut burst = Burst {
+            connections,
+            slow_after: Duration::from_millis(500),
+            slow: 0,
+            failed: 0,
+            first_reply: Histogram::new(),
+            held,
+        };
+        for h in handles {
+            let (ok, took) = h.join().expect("a burst connection panicked");
+            burst.failed += usize::from(!ok);
+            burst.slow += usize::from(took > burst.slow_after);
+            burst.first_reply.record(took);
+        }
+        burst
+    }
+}
+
+/// One fan-out size: N idle clients (their memory cost measured), then likes
+/// spaced apart, each timed from its send to every client's read; then the
+/// floor at the same N.
+pub struct FanOut {
+    pub asked: usize,
+    pub n: usize,
+    pub limited_by: Option<String>,
+    pub connect_failures: usize,
+    pub connect_secs: f64,
+    pub likes: LikeRun,
+    pub expected: u64,
+    pub tally: Tally,
+    /// Clients the server no longer counted at the end of the phase.
+    pub server_dropped: u64,
+    pub floor: Floor,
+}
+
+pub fn fan_out(
+    server: &Likeboard,
+    redis: &RedisServer,
+    sizes: &Sizes,
+    n: usize,
+    asked: usize,
+    limited_by: Option<String>,
+    report: &mut Report,
+) -> FanOut {
+    let comment = server.add_comment("fan-out");
+    let ledger = Ledger::new(&[comment], sizes.fan_out_likes + 1);
+    let connect_started = Instant::now();
+    let (clients, connect_failures) = connect_sse(server.addr, n, &ledger);
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    let readers = Readers::start(clients);
+    server.wait_for_subscribers(n - connect_failures, report);
+    // Idle clients: let the connect burst settle, then weigh the server and
+    // see what it costs to do nothing with N clients (timers, scans).
+    thread::sleep(sizes.idle_settle);
+    report.memory.push((n, server.idle_snapshot(redis)));
+
+    step(&format!("  {} likes to {n} clients", sizes.fan_out_likes));
+    let cpu = CpuMeter::start(Some(server.pid()), redis.pid());
+    let started = Instant::now();
+    let result = LikeJob {
+        http: HttpConn::open(server.addr),
+        comment,
+        ledger: Some((Arc::clone(&ledger), 0)),
+        max_likes: sizes.fan_out_likes as u64,
+        until: Instant::now() + WAIT_LIMIT,
+        gap: Some(sizes.fan_out_gap),
+    }
+    .run();
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu.stop();
+    let expected = result.acked * (n - connect_failures) as u64;
+    readers.wait_for(expected, Duration::from_secs(10));
+    let (clients, mut tally) = readers.stop();
+    tally.add_shortfall(&clients, &[result.acked]);
+    let subscribers = json_u64(&server.healthz(), "subscribers");
+    let server_dropped = ((n - connect_failures) as u64).saturating_sub(subscribers);
+    close_all(clients);
+
+    let mut likes = LikeRun::from_results(1, secs, &[result]);
+    likes.cpu = cpu;
+    server.wait_quiet_after_close(report);
+    step(&format!("fan-out floor at {n} sockets"));
+    let floor = Floor::measure(n, sizes.fan_out_likes, sizes.fan_out_gap);
+    FanOut {
+        asked,
+        n,
+        limited_by,
+        connect_failures,
+        connect_secs,
+        likes,
+        expected,
+        tally,
+        server_dropped,
+        floor,
+    }
+}
+
+/// 3: many SSE clients while senders like as fast as they can.
+pub struct Storm {
+    pub clients: usize,
+    pub connect_failures: usize,
+    pub likes: LikeRun,
+    pub expected: u64,
+    pub tally: Tally,
+    pub server_dropped: u64,
+}
+
+pub fn storm(server: &Likeboard, redis: &RedisServer, sizes: &Sizes, report: &mut Report) -> Storm {
+    // Each sender likes its own comment, so the k-th like it sends makes
+    // score k: that is how a client's event is matched to its send time.
+    let comments: Vec<u64> = (0..sizes.storm_senders)
+        .map(|i| server.add_comment(&format!("storm {i}")))
+        .collect();
+    let ledger = Ledger::new(&comments, STORM_LOG);
+    let n = sizes.storm_clients;
+    let (clients, connect_failures) = connect_sse(server.addr, n, &ledger);
+    let readers = Readers::start(clients);
+    server.wait_for_subscribers(n - connect_failures, report);
+
+    let connections: Vec<HttpConn> = comments
+        .iter()
+        .map(|_| HttpConn::open(server.addr))
+        .collect();
+    let until = Instant::now() + Duration::from_secs(sizes.storm_secs);
+    let jobs = comments
+        .iter()
+        .zip(connections)
+        .enumerate()
+        .map(|(i, (&comment, http))| LikeJob {
+            http,
+            comment,
+            ledger: Some((Arc::clone(&ledger), i)),
+            max_likes: STORM_LOG as u64 - 1,
+            until,
+            gap: None,
+        })
+        .collect();
+    let (results, secs, cpu) = send_likes(server, redis, jobs);
+    let acked: Vec<u64> = results.iter().map(|r| r.acked).collect();
+    let expected = acked.iter().sum::<u64>() * (n - connect_failures) as u64;
+    readers.wait_for(expected, Duration::from_secs(20));
+    let (clients, mut tally) = readers.stop();
+    tally.add_shortfall(&clients, &acked);
+    let subscribers = json_u64(&server.healthz(), "subscribers");
+    close_all(clients);
+    let mut likes = LikeRun::from_results(sizes.storm_senders, secs, &results);
+    likes.cpu = cpu;
+    Storm {
+        clients: n,
+        connect_failures,
+        likes,
+        expected,
+        tally,
+        server_dropped: ((n - connect_failures) as u64).saturating_sub(subscribers),
+    }
+}
+
+/// 5b: one thread writing a frame to N connected loopback sockets, read by the
+/// same epoll readers as the SSE clients: the least fan-out can cost here.
+pub struct Floor {
+    pub n: usize,
+    pub tally: Tally,
+    pub expected: u64,
+}
+
+impl Floor {
+    pub fn measure(n: usize, frames: usize, gap: Duration) -> Floor {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the floor's listener");
+        let addr = listener.local_addr().expect("the floor listener's address");
+        let sent_at: Arc<Vec<AtomicU64>> =
+            Arc::new((0..frames).map(|_| AtomicU64::new(0)).collect());
+        let mut clients = Vec::with_capacity(n);
+        let mut servers = Vec::with_capacity(n);
+        for _ in 0..n {
+            // Connect, then accept at once: the accept queue never fills.
+            let client = TcpStream::connect(addr).expect("connecting a floor socket");
+            let (server, _) = listener.accept().expect("accepting a floor socket");
+            client
+                .set_nonblocking(true)
+                .expect("non-blocking floor socket");
+            clients.push(Conn::new(
+                client,
+                FloorClient {
+                    received: 0,
+                    sent_at: Arc::clone(&sent_at),
+                },
+            ));
+            servers.push(server);
+        }
+        let readers = Readers::start(clients);
+        let frame = [b'x'; FLOOR_FRAME];
+        let started = Instant::now();
+        for (k, slot) in sent_at.iter().enumerate() {
+            thread::sleep((started + gap * k as u32).saturating_duration_since(Instant::now()));
+            slot.store(now_ns(), Ordering::SeqCst);
+            for socket in &mut servers {
+                let _ = socket.write_all(&frame);
+            }
+        }
+        let expected = (n * frames) as u64;
+        readers.wait_for(expected, Duration::from_secs(10));
+        let (clients, tally) = readers.stop();
+        close_all(clients);
+        close_all(servers.into_iter().map(|s| Conn::new(s, ())).collect());
+        Floor { n, tally, expected }
+    }
+}
