@@ -11,10 +11,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use crate::lock::lock;
 
 /// What buffered mode holds back before it lets bytes through: the 4 KiB
 /// buffer of a proxy left with buffering on (nginx's default page size).
@@ -210,11 +212,6 @@ impl Classroom {
     }
 }
 
-/// Nothing done under these locks can panic half-way: a poisoned lock still
-/// guards whole data.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[cfg(test)]
 mod tests {

@@ -321,7 +321,7 @@ pub struct Config {
     /// each holds one request at a time. Event streams have their own threads.
     pub workers: usize,
     /// Time to deliver a request, and keep-alive idle time: tiny_http has no
-    /// deadline of its own, so the connection guard enforces it (`guard.rs`).
+    /// deadline of its own, so the connection guard enforces it (`guard/deadline.rs`).
     pub request_timeout: Duration,
     /// Serve the original demo's routes too (off by default: `/addComment`
     /// changes state on a GET).

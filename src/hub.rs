@@ -62,7 +62,7 @@ impl<T> Hub<T> {
     /// Nothing done under this lock can panic half-way (map insert/remove and
     /// `try_send`), so a poisoned lock still guards whole data: carry on.
     fn lock(&self) -> MutexGuard<'_, Inner<T>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.inner)
     }
 }
 

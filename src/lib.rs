@@ -27,7 +27,11 @@
 //! - [`classroom`]: the fault panel behind `--classroom`.
 //! - [`page`]: minijinja templates and static files, embedded in the binary.
 //! - [`metrics`]: the `/metrics` exposition, and the store wrapper that counts.
-//! - [`guard`], [`watchdog`], [`limits`], [`ratelimit`], [`error`]: the supporting cast.
+//! - [`guard`]: one thread that covers for tiny_http: request deadlines and
+//!   byte budgets, freeing the pool thread parked on a stream, rescuing
+//!   connections its pool forgot, answering heads it cannot serve.
+//! - [`huge_alloc`]: the allocator; a client's declared body size cannot abort us.
+//! - [`watchdog`], [`limits`], [`ratelimit`], [`lock`], [`error`]: the supporting cast.
 //!
 //! # How a like travels
 //!
@@ -42,7 +46,7 @@
 //!
 //! # Invariants
 //!
-//! - Only `store/redis.rs` imports redis; only `server.rs` and `routes/`
+//! - Only `store/redis/` imports redis; only `server.rs`, `server/` and `routes/`
 //!   import tiny_http (`sse/` writes to a plain `Write`).
 //! - Handlers never broadcast; only the pump publishes events, so every instance
 //!   sends the same events in the same order with the same ids. (The viewers
@@ -51,7 +55,10 @@
 //! - User text reaches the page only through autoescaped `.html` templates or
 //!   `textContent`, under a CSP that forbids inline script.
 //! - No request input can panic a shared thread; a handler panic is caught,
-//!   logged and answered with 500.
+//!   logged and answered with 500; no declared size is ever allocated for real.
+//! - The guard acts on a connection only through its own duplicate of the
+//!   descriptor, checked by inode, and on a worker's note only while the
+//!   worker's `Hold` proves the connection still open.
 
 pub mod classroom;
 pub mod config;
@@ -61,6 +68,7 @@ pub mod hub;
 pub mod huge_alloc;
 pub mod input;
 pub mod limits;
+pub mod lock;
 pub mod metrics;
 pub mod page;
 pub mod pump;

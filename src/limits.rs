@@ -2,8 +2,9 @@
 //! the subscriber cap computed from them at startup.
 //!
 //! Each SSE client costs the server a thread (its writer) and a socket; for a
-//! few seconds after connecting it also holds a tiny_http pool thread and a
-//! second descriptor (see `guard.rs`). Run out of descriptors and tiny_http's
+//! moment after connecting (until the guard shuts its read half, see
+//! `guard/release.rs`) it also holds a tiny_http pool thread and a second
+//! descriptor. Run out of descriptors and tiny_http's
 //! accept thread exits; run out of memory maps (`vm.max_map_count`, each thread
 //! stack takes a few) and the process aborts. The cap keeps us below both, so a
 //! client over it gets a polite "retry later" instead of a dead server.

@@ -40,7 +40,7 @@ impl RateLimiter {
             return Ok(());
         }
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = crate::lock::lock(&self.buckets);
         if buckets.len() > SWEEP_AT {
             let full_after = 60.0;
             buckets.retain(|_, b| now.duration_since(b.updated).as_secs_f64() < full_after);

@@ -258,16 +258,17 @@ fn nginx_site_carries_likes_and_streams() {
     assert!(r.json()["error"].is_string(), "{}", r.text());
 }
 
-/// Through the shipped nginx to two instances: 2,000 short event streams and
-/// 2,000 ordinary requests at once, from 16 clients. Every ordinary request
-/// is answered 200: nginx reuses its upstream connections and their peer
-/// addresses, and the guard must never take one of them for a stream.
+/// Through the shipped nginx to two instances: 4,000 short event streams and
+/// 4,000 ordinary requests at once, from 16 clients. Every ordinary request
+/// is answered 200: nginx reuses its upstream connections and, once streams
+/// end (a 1 s heartbeat finds them gone), their peer addresses; the guard must
+/// never take an ordinary connection for a stream.
 #[test]
 fn churn_through_nginx_fails_no_ordinary_request() {
     use std::io::{Read, Write};
     let redis = RedisServer::start();
-    let a = Likeboard::builder().redis(&redis).start();
-    let b = Likeboard::builder().redis(&redis).start();
+    let a = Likeboard::builder().redis(&redis).args(["--heartbeat-secs", "1"]).start();
+    let b = Likeboard::builder().redis(&redis).args(["--heartbeat-secs", "1"]).start();
     let site = Front::start(&a, &b);
     let front = site.addr;
     let id = a.add_comment("churned");
@@ -275,7 +276,7 @@ fn churn_through_nginx_fails_no_ordinary_request() {
         .map(|w| {
             std::thread::spawn(move || {
                 let mut failures = Vec::new();
-                for i in 0..125 {
+                for i in 0..250 {
                     // A short stream: open, read its first frame, leave.
                     let mut s = std::net::TcpStream::connect(front).unwrap();
                     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

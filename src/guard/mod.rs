@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 pub use deadline::Limits;
 pub use release::Hold;
 
+use crate::lock::lock;
 use release::{Ask, Note};
 
 /// How often the guard does every job: a deadline is enforced at most this
@@ -186,22 +187,16 @@ impl Guard {
 
 impl Inbox {
     fn push(&self, note: Note, wake: bool) {
-        self.notes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.notes)
             .push(note);
         if wake {
             // Non-blocking: a full socket already holds a wake-up.
-            let _ = self
-                .wake
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .write(&[1]);
+            let _ = lock(&self.wake).write(&[1]);
         }
     }
 
     fn take(&self) -> Vec<Note> {
-        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *lock(&self.notes))
     }
 }
 

@@ -56,7 +56,7 @@ impl MemoryStore {
     /// A poisoned lock here would mean a panic while mutating plain collections;
     /// every mutation below completes or does nothing, so the data is still whole.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.shared.state)
     }
 
     fn append(&self, state: &mut State, kind: EventKind) {
