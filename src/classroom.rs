@@ -212,7 +212,6 @@ impl Classroom {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

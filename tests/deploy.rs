@@ -267,8 +267,14 @@ fn nginx_site_carries_likes_and_streams() {
 fn churn_through_nginx_fails_no_ordinary_request() {
     use std::io::{Read, Write};
     let redis = RedisServer::start();
-    let a = Likeboard::builder().redis(&redis).args(["--heartbeat-secs", "1"]).start();
-    let b = Likeboard::builder().redis(&redis).args(["--heartbeat-secs", "1"]).start();
+    let a = Likeboard::builder()
+        .redis(&redis)
+        .args(["--heartbeat-secs", "1"])
+        .start();
+    let b = Likeboard::builder()
+        .redis(&redis)
+        .args(["--heartbeat-secs", "1"])
+        .start();
     let site = Front::start(&a, &b);
     let front = site.addr;
     let id = a.add_comment("churned");
