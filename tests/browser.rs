@@ -175,16 +175,7 @@ fn post_via_form(tab: &Tab, nickname: &str, content: &str) {
 }
 
 fn post_as(lb: &Likeboard, nickname: &str, content: &str) -> u64 {
-    let body = json!({ "nickname": nickname, "content": content }).to_string();
-    let r = http(
-        lb.addr,
-        "POST",
-        "/api/comments",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["id"].as_u64().unwrap()
+    lb.add_comment_as(nickname, content)
 }
 
 fn screenshot_dir() -> PathBuf {

@@ -117,19 +117,23 @@ fn nginx_site_passes_nginx_t() {
     let dir = TempDir::new("nginx-t");
     let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx-likeboard.conf");
     let conf = nginx_conf(&dir.0, &site, false);
-    let out = Command::new(nginx)
-        .arg("-t")
-        .arg("-p")
-        .arg(&dir.0)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-e")
-        .arg(dir.0.join("error.log"))
-        .output()
-        .unwrap();
+    let out = nginx_in(&nginx, &dir.0, &conf).arg("-t").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "nginx -t failed:\n{stderr}");
     assert!(!stderr.contains("[warn]"), "nginx -t warned:\n{stderr}");
+}
+
+/// nginx with everything of its own (prefix, config, error log) under `dir`.
+fn nginx_in(nginx: &Path, dir: &Path, conf: &Path) -> Command {
+    let mut command = Command::new(nginx);
+    command
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .arg("-e")
+        .arg(dir.join("error.log"));
+    command
 }
 
 /// nginx in the foreground, killed on drop.
@@ -172,13 +176,7 @@ impl Front {
         std::fs::write(&site_path, site).unwrap();
         let conf = nginx_conf(&dir.0, &site_path, true);
         let nginx = Nginx(
-            Command::new(nginx)
-                .arg("-p")
-                .arg(&dir.0)
-                .arg("-c")
-                .arg(&conf)
-                .arg("-e")
-                .arg(dir.0.join("error.log"))
+            nginx_in(&nginx, &dir.0, &conf)
                 .stdin(Stdio::null())
                 .spawn()
                 .unwrap(),

@@ -505,7 +505,12 @@ impl Likeboard {
 
     /// Posts a comment and returns its id.
     pub fn add_comment(&self, content: &str) -> u64 {
-        let body = serde_json::json!({ "content": content, "nickname": "tester" }).to_string();
+        self.add_comment_as("tester", content)
+    }
+
+    /// Posts a comment signed `nickname` and returns its id.
+    pub fn add_comment_as(&self, nickname: &str, content: &str) -> u64 {
+        let body = serde_json::json!({ "content": content, "nickname": nickname }).to_string();
         let r = http(
             self.addr,
             "POST",
