@@ -73,6 +73,7 @@ pub mod metrics;
 pub mod page;
 pub mod pump;
 pub mod ratelimit;
+pub mod recent;
 pub mod routes;
 pub mod server;
 pub mod sse;
@@ -114,8 +115,10 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    // Every store call is counted (errors, appends, replays) by one wrapper.
+    // Every store call is counted (errors, appends, replays) by one wrapper;
+    // the unwrapped one fills the ring of recent events, which is no replay.
     let metrics = metrics::Metrics::new();
+    let unmetered = Arc::clone(&store);
     let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, Arc::clone(&metrics)));
 
     let limits = limits::OsLimits::measure();
@@ -126,11 +129,24 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     log::info!("subscriber cap {cap} (OS allows {os_cap}, limited by {why}; {limits:?})");
 
     let hub = Hub::new(cap);
+    let config_stream_len = config.stream_len;
     let pump_stats = Arc::new(pump::PumpStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let page = page::Page::new(config.assets_dir.clone())?;
+    // Never further back than the store's own history: every instance must
+    // answer a resume alike (replay, or reset), whatever its ring holds.
+    let ring = config
+        .replay_ring
+        .min(usize::try_from(config.stream_len).unwrap_or(usize::MAX));
+    let recent = Arc::new(recent::Recent::new(ring, recent::DEFAULT_BYTES));
+    let replayer = sse::replay::Replayer::new(
+        Arc::clone(&store),
+        Arc::clone(&recent),
+        Arc::clone(&metrics),
+    );
     let app = Arc::new(App {
         store: Arc::clone(&store),
+        replayer,
         hub: Arc::clone(&hub),
         page,
         limiter: ratelimit::RateLimiter::new(config.write_rate),
@@ -154,7 +170,12 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             None
         }
     };
-    let _pump = pump::spawn(store, hub, pump_stats, Arc::clone(&stop), start);
+    // The crowd that comes back to a restarted instance replays from memory:
+    // the ring holds the newest events before the first client can connect.
+    if let Some(start) = start {
+        recent::fill(&recent, &*unmetered, start, config_stream_len);
+    }
+    let _pump = pump::spawn(store, hub, recent, pump_stats, Arc::clone(&stop), start);
 
     let mut server = server::Server::start(Arc::clone(&app))?;
     let fatal = server.spawn_workers();

@@ -54,6 +54,17 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplayLabels {
+    /// `memory` (the ring of recent events) or `store` (read from the log).
+    source: &'static str,
+}
+
+/// Upper bounds (seconds) of the replay-duration buckets: a replay from memory
+/// takes microseconds; one from the store a round trip per 1,000 events, plus
+/// its wait in line behind other replays during a reconnect storm.
+const REPLAY_BUCKETS: [f64; 10] = [0.0001, 0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreErrorLabels {
     store: &'static str,
     /// The store operation that failed: `like`, `snapshot`, `pump_read`, ...
@@ -72,10 +83,16 @@ pub struct Metrics {
     /// Events this instance's writes appended to the log (other instances
     /// count their own; the pump's broadcast count covers everyone's).
     appended: Counter,
-    /// Events read back from the log to replay to reconnecting clients.
+    /// Events sent to reconnecting clients in replays, from memory or the store.
     replayed: Counter,
     /// Failed store operations.
     store_errors: Family<StoreErrorLabels, Counter>,
+    /// Replays sent to reconnecting clients, by where they came from.
+    replays: Family<ReplayLabels, Counter>,
+    /// How long each replay took, waiting in line included.
+    replay_durations: Histogram,
+    /// Replays waiting in line for a turn to read the store.
+    replays_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -86,6 +103,9 @@ impl Default for Metrics {
             appended: Counter::default(),
             replayed: Counter::default(),
             store_errors: Family::default(),
+            replays: Family::default(),
+            replay_durations: Histogram::new(REPLAY_BUCKETS),
+            replays_waiting: Gauge::default(),
         }
     }
 }
@@ -117,6 +137,20 @@ impl Metrics {
         self.durations
             .get_or_create(&RouteLabels { route })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one finished replay of `events` events: `from_store` if any of
+    /// it was read from the store rather than the ring of recent events.
+    pub fn observe_replay(&self, from_store: bool, events: u64, took: Duration) {
+        self.replayed.inc_by(events);
+        let source = if from_store { "store" } else { "memory" };
+        self.replays.get_or_create(&ReplayLabels { source }).inc();
+        self.replay_durations.observe(took.as_secs_f64());
+    }
+
+    /// A replay joins (`+1`) or leaves (`-1`) the line for reading the store.
+    pub fn replay_waiting(&self, delta: i64) {
+        self.replays_waiting.inc_by(delta);
     }
 
     /// Counts a failed store call, then passes the result on unchanged.
@@ -171,13 +205,29 @@ impl Metrics {
         );
         registry.register(
             "events_replayed",
-            "Events read from the log to replay to reconnecting clients",
+            "Events sent to reconnecting clients in replays, from memory or the store",
             self.replayed.clone(),
         );
         registry.register(
             "store_errors",
             "Failed store operations (Redis errors when the store is Redis), by operation and kind",
             self.store_errors.clone(),
+        );
+        registry.register(
+            "replays",
+            "Replays sent to reconnecting clients, by source (memory: the ring of recent events; store: read from the log)",
+            self.replays.clone(),
+        );
+        registry.register_with_unit(
+            "replay_duration",
+            "Time to send a replay, its wait in line for the store included",
+            Unit::Seconds,
+            self.replay_durations.clone(),
+        );
+        registry.register(
+            "replays_waiting",
+            "Replays waiting in line for a turn to read the store",
+            self.replays_waiting.clone(),
         );
 
         // Numbers kept elsewhere: fresh metrics holding this instant's values.
@@ -288,12 +338,9 @@ impl Store for MeteredStore {
     }
 
     fn history(&self, after: u64, max: usize) -> StoreResult<History> {
-        let r = self.count("history", self.inner.history(after, max));
-        // `history` is only asked for replay (see `Store::history`).
-        if let Ok(History::Events(events)) = &r {
-            self.metrics.replayed.inc_by(events.len() as u64);
-        }
-        r
+        // Events replayed are counted by the replay itself (`observe_replay`),
+        // whether they came from the store or from memory.
+        self.count("history", self.inner.history(after, max))
     }
 
     fn last_event_id(&self) -> StoreResult<u64> {
@@ -355,7 +402,7 @@ mod tests {
             .unwrap();
         store.set_like(c.id, "v", LikeOp::Like).unwrap();
         store.set_like(c.id, "v", LikeOp::Like).unwrap(); // no change, no event
-        store.history(0, 10).unwrap();
+        metrics.observe_replay(true, 2, Duration::from_millis(1));
         metrics.observe_request("/healthz", "GET", 200, Duration::from_millis(1));
         metrics.observe_request("/healthz", "BREW", 405, Duration::from_millis(1));
         let hub = Hub::new(7);
@@ -363,6 +410,7 @@ mod tests {
         for line in [
             "likeboard_events_appended_total 2",
             "likeboard_events_replayed_total 2",
+            r#"likeboard_replays_total{source="store"} 1"#,
             "likeboard_sse_subscriber_cap 7",
             "likeboard_pump_lag_events 2",
             r#"likeboard_http_requests_total{route="/healthz",method="GET",status="200"} 1"#,

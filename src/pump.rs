@@ -13,6 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::hub::Hub;
+use crate::recent::Recent;
 use crate::sse::{Batch, Message};
 use crate::store::{Store, StoreError};
 
@@ -46,19 +47,21 @@ pub struct PumpStats {
 pub fn spawn(
     store: Arc<dyn Store>,
     hub: Arc<Hub<Message>>,
+    recent: Arc<Recent>,
     stats: Arc<PumpStats>,
     stop: Arc<AtomicBool>,
     start: Option<u64>,
 ) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("pump".into())
-        .spawn(move || run(&*store, &hub, &stats, &stop, start))
+        .spawn(move || run(&*store, &hub, &recent, &stats, &stop, start))
         .expect("spawning the pump thread")
 }
 
 fn run(
     store: &dyn Store,
     hub: &Hub<Message>,
+    recent: &Recent,
     stats: &PumpStats,
     stop: &AtomicBool,
     start: Option<u64>,
@@ -95,7 +98,7 @@ fn run(
         if check_rewind {
             match store.last_event_id() {
                 Ok(newest) if newest < after => {
-                    rewind(hub, after, newest);
+                    rewind(hub, recent, after, newest);
                     after = newest;
                     stats.last_delivered.store(after, Ordering::Relaxed);
                 }
@@ -120,7 +123,11 @@ fn run(
                     continue;
                 };
                 after = last.id;
-                hub.publish(Arc::new(Batch::new(&events)));
+                // Into the ring first: a writer that subscribed before reading
+                // the ring then finds every event in one or the other.
+                let batch = Arc::new(Batch::new(&events));
+                recent.push(&batch);
+                hub.publish(batch);
                 stats
                     .events
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -143,7 +150,8 @@ fn run(
 /// new ids already passed the old ones before we looked, plain integer ids
 /// could not tell the two histories apart; we look after every quiet second
 /// and after every failed read, which a Redis restart always causes.)
-fn rewind(hub: &Hub<Message>, after: u64, newest: u64) {
+fn rewind(hub: &Hub<Message>, recent: &Recent, after: u64, newest: u64) {
+    recent.clear();
     let closed = hub.disconnect_all();
     log::warn!(
         "pump: event ids went back from {after} to {newest}: the store lost its data \

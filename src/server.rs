@@ -313,7 +313,7 @@ impl Worker {
             .name("sse".into())
             .stack_size(STREAM_STACK)
             .spawn(move || {
-                sse::stream::serve(wire, sub, &app.hub, &*app.store, &opts);
+                sse::stream::serve(wire, sub, &app.hub, &app.replayer, &opts);
                 streams.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {

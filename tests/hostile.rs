@@ -690,7 +690,7 @@ both_backends!(
 );
 
 /// SIGTERM with 100 clients connected: exit status 0 within 2 s, and every
-/// client saw the final retry hint before its stream closed.
+/// client saw the final retry hint (jittered) before its stream closed.
 #[test]
 fn graceful_shutdown() {
     let _turn = my_turn();
@@ -716,7 +716,7 @@ fn graceful_shutdown() {
         let frame = c
             .next_frame(Duration::from_millis(10))
             .expect("a final frame");
-        assert_eq!(frame.raw, "retry: 3000\n\n");
+        support::assert_closing_retry(&frame.raw);
     }
 }
 
@@ -797,7 +797,7 @@ fn streams_opened_while_stopping_are_told_to_retry() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((2000..=6000).contains(&retry), "{retry}");
+    assert!((1500..=4500).contains(&retry), "{retry}");
     assert!(sse.read_to_close(WAIT), "the stream is closed");
     assert_eq!(server.get("/healthz").status, 503);
 

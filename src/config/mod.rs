@@ -43,6 +43,9 @@ pub struct Config {
     /// can replay. Every instance on one Redis should use the same length,
     /// because whichever takes a write trims the stream.
     pub stream_len: u64,
+    /// How many of the newest events the process keeps in memory, rendered,
+    /// so that replays starting among them read no store (`recent.rs`).
+    pub replay_ring: usize,
     /// Time between heartbeat comments; it keeps proxies from closing an idle
     /// stream, and bounds how long a departed client stays counted: a departure
     /// is noticed only when a write fails, usually the second write after it left.
@@ -79,6 +82,7 @@ impl Default for Config {
             redis_url: None,
             key_prefix: String::new(),
             stream_len: 0,
+            replay_ring: 0,
             heartbeat: Duration::ZERO,
             max_subscribers: None,
             write_rate: 0,

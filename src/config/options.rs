@@ -115,6 +115,21 @@ pub const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        flag: "--replay-ring",
+        value: Some("N"),
+        env: "LIKEBOARD_REPLAY_RING",
+        // Most reconnecting browsers missed only the last few events; the
+        // newest 10,000 (at most 16 MiB of frames) serve nearly every replay
+        // from memory. 0 sends every replay to the store.
+        initial: Initial::Value("10000"),
+        help: "newest events kept in memory for replays (at most 16 MiB of them); \
+               a replay from further back reads the store",
+        set: |c, name, v| {
+            c.replay_ring = parse(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
         flag: "--heartbeat-secs",
         value: Some("S"),
         env: "LIKEBOARD_HEARTBEAT_SECS",

@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::page::Page;
 use crate::pump::PumpStats;
 use crate::ratelimit::RateLimiter;
+use crate::sse::replay::Replayer;
 use crate::sse::{Message, Resume, StreamOptions};
 use crate::store::{LikeOp, Store};
 
@@ -44,6 +45,9 @@ const LIMIT_MAX: usize = 500;
 /// Everything a request handler may use; shared by all threads.
 pub struct App {
     pub store: Arc<dyn Store>,
+    /// Where streams read what a reconnecting client missed: the ring of
+    /// recent events, else the store behind a line.
+    pub replayer: Replayer,
     /// Where streams subscribe; also read for the subscriber counts.
     pub hub: Arc<Hub<Message>>,
     /// The templates and static files.

@@ -27,7 +27,7 @@ pub enum Dialect {
 
 /// One event already rendered in both dialects; rendered once by the pump and
 /// shared by every client through an `Arc<Batch>`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Encoded {
     pub id: u64,
     /// The `/events` frame.
@@ -56,6 +56,11 @@ impl Encoded {
             standard,
             seed,
         }
+    }
+
+    /// Bytes of its frames, both dialects (what keeping it in memory costs).
+    pub fn size(&self) -> usize {
+        self.standard.len() + self.seed.as_ref().map_or(0, Vec::len)
     }
 
     /// The frame for a client speaking `dialect` (empty if it has none).
@@ -111,6 +116,25 @@ pub type Message = Arc<Batch>;
 /// The `retry:` field, alone in a block so it dispatches no event.
 pub fn retry_field(ms: u64) -> Vec<u8> {
     format!("retry: {ms}\n\n").into_bytes()
+}
+
+/// Bounds of the delay suggested to a client whose stream we close (shutting
+/// down, too slow, over the cap, replay impossible): half to one and a half
+/// times [`RETRY_MS`], picked at random for each client.
+pub const JITTER_MS: (u64, u64) = (RETRY_MS / 2, RETRY_MS * 3 / 2);
+
+/// A delay within [`JITTER_MS`], different for each call: thousands of
+/// clients told to come back must not all come back in the same millisecond.
+pub fn jittered_retry_ms() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::Instant::now().elapsed().as_nanos());
+    JITTER_MS.0 + h.finish() % (JITTER_MS.1 - JITTER_MS.0 + 1)
+}
+
+/// The `retry:` field sent as a stream closes, jittered (see [`JITTER_MS`]).
+pub fn closing_retry() -> Vec<u8> {
+    retry_field(jittered_retry_ms())
 }
 
 /// `event: viewers`: how many event streams this process is serving. No `id:`,

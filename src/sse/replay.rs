@@ -1,14 +1,27 @@
 //! What a reconnecting client missed: where it asked to resume from, and the
-//! events after that id read back from the store's history a page at a time.
+//! events after that id, from the ring of recent events when it reaches back
+//! that far, else from the store's history a page at a time.
 //!
 //! Called by the writer loop ([`super::stream`]) when a stream starts and
 //! whenever live event ids jump. Ids on one connection only ever increase: a
 //! history that cannot continue them becomes `event: reset` or ends the stream.
+//!
+//! A reconnect storm must cost the writes nothing. Most replays start inside
+//! the ring ([`crate::recent`]) and read no store at all. Those that read the
+//! store wait in a line of [`STORE_READERS`] at a time, so they can slow each
+//! other but never take the pooled connections likes and comments need; and a
+//! store that fails is asked again, with heartbeats meanwhile, rather than
+//! closing the stream (which would send the client back to replay again).
 
 use std::io;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use super::frame::{reset_event, retry_field, Dialect, Encoded, RETRY_MS};
+use super::frame::{closing_retry, reset_event, Dialect, Encoded, HEARTBEAT};
 use super::outlet::Outlet;
+use crate::lock::lock;
+use crate::metrics::Metrics;
+use crate::recent::{Recent, Since};
 use crate::store::{History, Store, StoreError};
 
 /// Events read from history per query when catching up; a longer backlog goes
@@ -17,6 +30,17 @@ const REPLAY_PAGE: usize = 1000;
 /// Most pages one catch-up reads (a million events, far beyond the default
 /// history): the loop stays bounded even if writes outpace it for ever.
 const REPLAY_PAGES_MAX: usize = 1000;
+/// Replays reading the store at once. The Redis pool has `--workers` + 4
+/// connections; replays take at most this many, so a storm of them leaves
+/// every worker a connection for its write. More would finish a storm sooner
+/// only while the store has spare capacity, which writes then pay for.
+pub const STORE_READERS: usize = 2;
+/// How long a replay keeps asking a failing store before it gives up and
+/// closes the stream with a retry hint.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// Wait between two tries of a failing store read, doubling up to the maximum.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Where a client asked to resume from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,79 +66,183 @@ impl Resume {
     }
 }
 
-/// Sends what the client missed; returns the last id it has now seen (if known).
-pub(super) fn replay(
-    out: &mut Outlet,
-    store: &dyn Store,
-    resume: Resume,
-    dialect: Dialect,
-) -> io::Result<Option<u64>> {
-    match resume {
-        Resume::Live => Ok(None),
-        Resume::After(after) => catch_up(out, store, after, false, dialect).map(Some),
-        Resume::Invalid => match store.last_event_id() {
-            Ok(last_event_id) => {
-                out.send(&reset_event(last_event_id))?;
-                Ok(Some(last_event_id))
-            }
-            Err(e) => Err(store_failed(out, &e)),
-        },
-    }
+/// Where replays read from, shared by every writer: the ring first, the store
+/// behind a line.
+pub struct Replayer {
+    recent: Arc<Recent>,
+    store: Arc<dyn Store>,
+    line: Line,
+    metrics: Arc<Metrics>,
 }
 
-/// Sends every event after `after` from history, a page per write, and returns
-/// the last id sent. A history that no longer reaches back to `after` (or never
-/// got that far) becomes `event: reset` carrying the newest id. `seen` says the
-/// client already got `after` on this connection, so no id may go below it.
-pub(super) fn catch_up(
-    out: &mut Outlet,
-    store: &dyn Store,
-    mut after: u64,
-    seen: bool,
-    dialect: Dialect,
-) -> io::Result<u64> {
-    let mut buf = Vec::new();
-    for page in 0..REPLAY_PAGES_MAX {
-        match store.history(after, REPLAY_PAGE) {
-            Ok(History::Events(events)) => {
+/// A counting semaphore: at most `STORE_READERS` replays read the store at once;
+/// the others wait their turn (in no particular order) rather than fail.
+struct Line {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A turn to read the store; the next replay in line gets it when dropped.
+struct Turn<'a>(&'a Line);
+
+impl Replayer {
+    pub fn new(store: Arc<dyn Store>, recent: Arc<Recent>, metrics: Arc<Metrics>) -> Replayer {
+        Replayer {
+            recent,
+            store,
+            line: Line {
+                free: Mutex::new(STORE_READERS),
+                freed: Condvar::new(),
+            },
+            metrics,
+        }
+    }
+
+    /// Sends what the client missed; returns the last id it has now seen (if known).
+    pub(super) fn replay(
+        &self,
+        out: &mut Outlet,
+        resume: Resume,
+        dialect: Dialect,
+    ) -> io::Result<Option<u64>> {
+        match resume {
+            Resume::Live => Ok(None),
+            Resume::After(after) => self.catch_up(out, after, false, dialect).map(Some),
+            Resume::Invalid => {
+                let newest = self.patiently(out, |store| store.last_event_id())?;
+                out.send(&reset_event(newest))?;
+                Ok(Some(newest))
+            }
+        }
+    }
+
+    /// Sends every event after `after`, a page per write, and returns the last
+    /// id sent. A history that no longer reaches back to `after` (or never got
+    /// that far) becomes `event: reset` carrying the newest id. `seen` says the
+    /// client already got `after` on this connection, so no id may go below it.
+    pub(super) fn catch_up(
+        &self,
+        out: &mut Outlet,
+        mut after: u64,
+        seen: bool,
+        dialect: Dialect,
+    ) -> io::Result<u64> {
+        let started = Instant::now();
+        let mut sent = 0u64;
+        let mut from_store = false;
+        let mut buf = Vec::new();
+        for page in 0..REPLAY_PAGES_MAX {
+            if let Since::Covered(batches) = self.recent.since(after) {
+                // Everything from here on is in memory: one write, no store.
                 buf.clear();
-                for event in &events {
-                    buf.extend_from_slice(Encoded::new(event).bytes(dialect));
+                for event in batches.iter().flat_map(|b| &b.events) {
+                    if event.id > after {
+                        buf.extend_from_slice(event.bytes(dialect));
+                        after = event.id;
+                        sent += 1;
+                    }
                 }
                 out.send(&buf)?;
-                let Some(last) = events.last() else { break };
-                after = last.id;
-                if events.len() < REPLAY_PAGE {
+                break;
+            }
+            from_store = true;
+            let history = {
+                let _turn = self.wait_turn();
+                self.patiently(out, |store| store.history(after, REPLAY_PAGE))?
+            };
+            match history {
+                History::Events(events) => {
+                    buf.clear();
+                    for event in &events {
+                        buf.extend_from_slice(Encoded::new(event).bytes(dialect));
+                    }
+                    out.send(&buf)?;
+                    sent += events.len() as u64;
+                    let Some(last) = events.last() else { break };
+                    after = last.id;
+                    if events.len() < REPLAY_PAGE {
+                        break;
+                    }
+                }
+                History::Evicted { last_event_id }
+                    if last_event_id < after && (seen || page > 0) =>
+                {
+                    // The store's ids went backwards under us (Redis lost its data).
+                    // Ids on one connection only ever increase, so end the stream:
+                    // the client reconnects with its Last-Event-ID and gets a reset.
+                    log::warn!(
+                        "SSE: event ids went back from {after} to {last_event_id}; closing the stream"
+                    );
+                    out.send(&closing_retry())?;
+                    return Err(io::Error::other("event ids went backwards"));
+                }
+                History::Evicted { last_event_id } => {
+                    out.send(&reset_event(last_event_id))?;
+                    after = last_event_id;
                     break;
                 }
             }
-            Ok(History::Evicted { last_event_id })
-                if last_event_id < after && (seen || page > 0) =>
-            {
-                // The store's ids went backwards under us (Redis lost its data).
-                // Ids on one connection only ever increase, so end the stream:
-                // the client reconnects with its Last-Event-ID and gets a reset.
-                log::warn!(
-                    "SSE: event ids went back from {after} to {last_event_id}; closing the stream"
-                );
-                out.send(&retry_field(RETRY_MS))?;
-                return Err(io::Error::other("event ids went backwards"));
+        }
+        self.metrics
+            .observe_replay(from_store, sent, started.elapsed());
+        Ok(after)
+    }
+
+    /// Waits for a turn to read the store (counted as waiting meanwhile).
+    fn wait_turn(&self) -> Turn<'_> {
+        let mut free = lock(&self.line.free);
+        if *free == 0 {
+            self.metrics.replay_waiting(1);
+            while *free == 0 {
+                free = self
+                    .line
+                    .freed
+                    .wait(free)
+                    .unwrap_or_else(|e| e.into_inner());
             }
-            Ok(History::Evicted { last_event_id }) => {
-                out.send(&reset_event(last_event_id))?;
-                return Ok(last_event_id);
+            self.metrics.replay_waiting(-1);
+        }
+        *free -= 1;
+        Turn(&self.line)
+    }
+
+    /// Runs `read` on the store until it answers, for at most [`PATIENCE`],
+    /// with a heartbeat to the client between tries (which also notices a
+    /// client that left). Past that, the stream closes with a retry hint.
+    fn patiently<T>(
+        &self,
+        out: &mut Outlet,
+        read: impl Fn(&dyn Store) -> Result<T, StoreError>,
+    ) -> io::Result<T> {
+        let give_up = Instant::now() + PATIENCE;
+        let mut wait = RETRY_MIN;
+        loop {
+            match read(&*self.store) {
+                Ok(answer) => return Ok(answer),
+                Err(e) if Instant::now() + wait < give_up => {
+                    log::debug!("SSE replay: {e}; asking again in {} ms", wait.as_millis());
+                    std::thread::sleep(wait);
+                    out.send(HEARTBEAT)?;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                Err(e) => return Err(store_failed(out, &e)),
             }
-            Err(e) => return Err(store_failed(out, &e)),
         }
     }
-    Ok(after)
 }
 
-/// The store is down: we cannot know what was missed. Ask the browser to come
-/// back later, when replay can work; the caller ends the stream.
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// The store stayed down: we cannot know what was missed. Ask the browser to
+/// come back later, when replay can work; the caller ends the stream.
 fn store_failed(out: &mut Outlet, e: &StoreError) -> io::Error {
     log::warn!("SSE replay failed: {e}");
-    match out.send(&retry_field(RETRY_MS)) {
+    match out.send(&closing_retry()) {
         Ok(()) => io::Error::other("store unavailable for replay"),
         Err(write_error) => write_error,
     }

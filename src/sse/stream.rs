@@ -10,13 +10,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use super::frame::{retry_field, viewers_event, Dialect, Message, HEARTBEAT, RETRY_MS};
+use super::frame::{
+    closing_retry, retry_field, viewers_event, Dialect, Message, HEARTBEAT, RETRY_MS,
+};
 use super::outlet::Outlet;
-use super::replay::{catch_up, replay, Resume};
+use super::replay::{Replayer, Resume};
 use super::wire::Wire;
 use crate::classroom::{Control, Poke};
 use crate::hub::{Hub, SubscribeError, Subscription};
-use crate::store::Store;
 
 /// Why a stream ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub fn serve(
     mut wire: Wire,
     sub: Subscription<Message>,
     hub: &Hub<Message>,
-    store: &dyn Store,
+    replayer: &Replayer,
     opts: &StreamOptions,
 ) {
     if wire.start().is_ok() && wire.send(&retry_field(RETRY_MS)).is_ok() {
@@ -61,11 +62,12 @@ pub fn serve(
             let _ = wire.send(&viewers_event(hub.len()));
         }
         // A panic in the writer ends this stream, properly, and nothing else.
-        let end = catch_unwind(AssertUnwindSafe(|| run(&mut wire, &sub, store, opts)));
+        let end = catch_unwind(AssertUnwindSafe(|| run(&mut wire, &sub, replayer, opts)));
         match end {
             Ok(End::Unsubscribed) => {
-                // Too slow, or shutting down: come back later and replay.
-                let _ = wire.send(&retry_field(RETRY_MS));
+                // Too slow, or shutting down: come back later (each client at
+                // its own moment) and replay.
+                let _ = wire.send(&closing_retry());
             }
             Ok(End::ClientLeft) => {}
             Ok(End::Dropped) => log::info!("SSE client dropped by the fault panel"),
@@ -88,17 +90,8 @@ pub fn refuse(mut wire: Wire, refusal: SubscribeError) {
         log::warn!("SSE client refused: at the cap of {cap} subscribers");
     }
     let _ = wire.start();
-    let _ = wire.send(&retry_field(jittered_retry_ms()));
+    let _ = wire.send(&closing_retry());
     let _ = wire.finish();
-}
-
-/// A retry delay between 2 and 6 seconds, so refused clients do not all come
-/// back in the same instant.
-fn jittered_retry_ms() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    2000 + h.finish() % 4000
 }
 
 /// Runs one client's stream until it ends: replay, then live events and
@@ -106,7 +99,7 @@ fn jittered_retry_ms() -> u64 {
 pub fn run(
     wire: &mut Wire,
     sub: &Subscription<Message>,
-    store: &dyn Store,
+    replayer: &Replayer,
     opts: &StreamOptions,
 ) -> End {
     // Without the fault panel, `pokes` never fires and `out` writes straight through.
@@ -119,7 +112,7 @@ pub fn run(
     };
     // The subscription exists before the replay is read, so nothing published
     // in between is lost; `last_sent` drops anything the replay already covered.
-    let mut last_sent = match replay(&mut out, store, opts.resume, opts.dialect) {
+    let mut last_sent = match replayer.replay(&mut out, opts.resume, opts.dialect) {
         Ok(last) => last,
         Err(_) => return End::ClientLeft,
     };
@@ -167,7 +160,7 @@ pub fn run(
                         return End::ClientLeft;
                     }
                     buf.clear();
-                    match catch_up(&mut out, store, last, true, opts.dialect) {
+                    match replayer.catch_up(&mut out, last, true, opts.dialect) {
                         Ok(caught_up) => last_sent = Some(caught_up),
                         Err(_) => return End::ClientLeft,
                     }
@@ -204,10 +197,16 @@ mod tests {
     use crate::sse::frame::{like, Batch};
     use crate::sse::sink::SharedSink;
     use crate::sse::wire::Framing;
-    use crate::store::{Event, LikeOp};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Event, LikeOp, Store};
 
     /// Runs a Live stream over `batches` (then the hub closes) and returns the body.
-    fn stream_batches(store: &dyn Store, batches: Vec<Vec<Event>>) -> String {
+    fn stream_batches(store: MemoryStore, batches: Vec<Vec<Event>>) -> String {
+        let replayer = Replayer::new(
+            Arc::new(store),
+            Arc::new(crate::recent::Recent::new(0, 0)),
+            crate::metrics::Metrics::new(),
+        );
         let hub = crate::hub::Hub::new(4);
         let sub = hub.subscribe().unwrap();
         for events in &batches {
@@ -223,7 +222,7 @@ mod tests {
             viewers: false,
             control: None,
         };
-        assert_eq!(run(&mut wire, &sub, store, &opts), End::Unsubscribed);
+        assert_eq!(run(&mut wire, &sub, &replayer, &opts), End::Unsubscribed);
         String::from_utf8(sink.take()).unwrap()
     }
 
@@ -254,7 +253,7 @@ mod tests {
     fn gap_in_live_events_is_filled_from_history() {
         let store = store_with_likes(100, 5); // events 1..=6
         let body = stream_batches(
-            &store,
+            store,
             vec![
                 vec![like(2, 1, 1, LikeOp::Like)],
                 vec![like(5, 1, 4, LikeOp::Like), like(6, 1, 5, LikeOp::Like)],
@@ -268,7 +267,7 @@ mod tests {
     fn gap_beyond_history_resets() {
         let store = store_with_likes(2, 5); // keeps events 5 and 6
         let body = stream_batches(
-            &store,
+            store,
             vec![
                 vec![like(2, 1, 1, LikeOp::Like)],
                 vec![like(6, 1, 5, LikeOp::Like)],

@@ -999,3 +999,19 @@ impl SseClient {
         self.closed
     }
 }
+
+/// Asserts that `frame` is the `retry:` a closing stream sends: a delay
+/// jittered between half and one and a half times the usual 3 s, so that a
+/// crowd told to come back does not come back at once.
+#[allow(dead_code, reason = "used by the suites that close streams")]
+pub fn assert_closing_retry(frame: &str) {
+    let ms: u64 = frame
+        .strip_prefix("retry: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("not a retry field: {frame:?}"));
+    assert!(
+        (1500..=4500).contains(&ms),
+        "retry {ms} ms is outside 1.5-4.5 s"
+    );
+}

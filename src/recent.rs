@@ -1,0 +1,294 @@
+//! The newest events in memory, already rendered: most replays are served
+//! from here without touching the store.
+//!
+//! When an instance restarts, a proxy reloads or a classroom's Wi-Fi drops,
+//! every browser comes back within seconds with its `Last-Event-ID`, and
+//! nearly all of them missed only the last few events. The pump already holds
+//! each batch it publishes, rendered once (`Arc<Batch>`); keeping the newest
+//! of those batches costs no copy, and a replay that starts inside them reads
+//! no Redis at all. The ring is filled from the store's history before the
+//! server accepts its first client, so the crowd returning to a restarted
+//! instance is served from memory too. Only a resume from further back reads
+//! the store (`sse/replay.rs`).
+//!
+//! Invariant: the ring holds consecutive ids. The pump pushes every batch
+//! before it publishes it, so a writer that subscribed before reading the
+//! ring misses nothing (what it read from the ring, or what arrives on its
+//! channel, covers every id; duplicates it skips by id). A batch that does not
+//! continue the ring (the pump fell behind the store's trimming, or ids went
+//! back) empties it first.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+
+use crate::sse::{Batch, Message};
+use crate::store::{History, Store};
+
+/// Events read per query while filling the ring at startup.
+const FILL_PAGE: usize = 1000;
+
+/// The ring's size by default: the newest 10,000 events or 16 MiB of their
+/// frames, whichever is smaller (the store keeps 10,000 by default too).
+pub const DEFAULT_EVENTS: usize = 10_000;
+pub const DEFAULT_BYTES: usize = 16 << 20;
+
+/// The newest events, in batches as the pump published them.
+pub struct Recent {
+    ring: RwLock<Ring>,
+    /// Most events kept; older batches are dropped whole.
+    max_events: usize,
+    /// Most bytes of frames kept.
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Ring {
+    batches: VecDeque<Message>,
+    events: usize,
+    bytes: usize,
+}
+
+/// What a replay can take from the ring.
+pub enum Since {
+    /// The batches holding every event after the asked id (each may also hold
+    /// older ones, which the writer skips), oldest first; empty if none.
+    Covered(Vec<Message>),
+    /// The ring does not reach back that far (or is empty, or the id is newer
+    /// than anything in it): ask the store.
+    NotHere,
+}
+
+impl Recent {
+    pub fn new(max_events: usize, max_bytes: usize) -> Recent {
+        Recent {
+            ring: RwLock::new(Ring::default()),
+            max_events,
+            max_bytes,
+        }
+    }
+
+    /// Adds a batch the pump is about to publish. Events at or below the
+    /// newest id already held are skipped (the startup fill may have read
+    /// them); a batch that leaves a gap empties the ring first.
+    pub fn push(&self, batch: &Message) {
+        if self.max_events == 0 || batch.events.is_empty() {
+            return;
+        }
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let next = ring.last_id().map(|last| last + 1);
+        let fresh = batch
+            .events
+            .iter()
+            .position(|e| next.is_none_or(|n| e.id >= n));
+        let Some(start) = fresh else {
+            return; // all already held
+        };
+        if next.is_some_and(|n| batch.events[start].id != n) {
+            ring.clear();
+        }
+        let kept = if start == 0 {
+            Arc::clone(batch)
+        } else {
+            Arc::new(Batch {
+                events: batch.events[start..].to_vec(),
+                viewers: None,
+            })
+        };
+        ring.events += kept.events.len();
+        ring.bytes += bytes_of(&kept);
+        ring.batches.push_back(kept);
+        while ring.batches.len() > 1 && self.over(&ring) {
+            if let Some(old) = ring.batches.pop_front() {
+                ring.events -= old.events.len();
+                ring.bytes -= bytes_of(&old);
+            }
+        }
+        if self.over(&ring) {
+            // One batch larger than the whole ring: keep its newest events.
+            let only = ring.batches.pop_front().expect("over means not empty");
+            let mut keep = only.events.len().min(self.max_events);
+            while keep > 0
+                && bytes_of_events(&only.events[only.events.len() - keep..]) > self.max_bytes
+            {
+                keep /= 2;
+            }
+            let tail = Arc::new(Batch {
+                events: only.events[only.events.len() - keep..].to_vec(),
+                viewers: None,
+            });
+            ring.events = tail.events.len();
+            ring.bytes = bytes_of(&tail);
+            if !tail.events.is_empty() {
+                ring.batches.push_back(tail);
+            }
+        }
+    }
+
+    fn over(&self, ring: &Ring) -> bool {
+        ring.events > self.max_events || ring.bytes > self.max_bytes
+    }
+
+    /// Forgets everything (the store's ids went back).
+    pub fn clear(&self) {
+        self.ring.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// What the ring holds after `after`.
+    pub fn since(&self, after: u64) -> Since {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let (Some(first), Some(last)) = (ring.first_id(), ring.last_id()) else {
+            return Since::NotHere;
+        };
+        if after + 1 < first || after > last {
+            return Since::NotHere;
+        }
+        Since::Covered(
+            ring.batches
+                .iter()
+                .filter(|b| b.events.last().is_some_and(|e| e.id > after))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// How many events it holds now.
+    pub fn len(&self) -> usize {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).events
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Fills `recent` with the newest events up to `start` (the pump's starting
+/// point) from `store`, which keeps `stream_len` of them. Called before the
+/// server accepts its first client; a store that cannot answer leaves the ring
+/// empty (replays then read the store until the pump has filled it).
+pub fn fill(recent: &Recent, store: &dyn Store, start: u64, stream_len: u64) {
+    let keep = (recent.max_events as u64).min(stream_len);
+    let mut after = start.saturating_sub(keep);
+    while after < start {
+        match store.history(after, FILL_PAGE) {
+            Ok(History::Events(events)) if !events.is_empty() => {
+                after = events.last().map_or(start, |e| e.id);
+                recent.push(&Arc::new(Batch::new(&events)));
+            }
+            Ok(_) => break,
+            Err(e) => {
+                log::warn!(
+                    "could not fill the ring of recent events ({e}); replays read the store"
+                );
+                recent.clear();
+                return;
+            }
+        }
+    }
+    log::info!("{} recent events in memory for replays", recent.len());
+}
+
+impl Ring {
+    fn first_id(&self) -> Option<u64> {
+        self.batches
+            .front()
+            .and_then(|b| b.events.first())
+            .map(|e| e.id)
+    }
+
+    fn last_id(&self) -> Option<u64> {
+        self.batches
+            .back()
+            .and_then(|b| b.events.last())
+            .map(|e| e.id)
+    }
+
+    fn clear(&mut self) {
+        *self = Ring::default();
+    }
+}
+
+fn bytes_of(batch: &Batch) -> usize {
+    bytes_of_events(&batch.events)
+}
+
+fn bytes_of_events(events: &[crate::sse::frame::Encoded]) -> usize {
+    events.iter().map(|e| e.size()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::frame::like;
+    use crate::store::LikeOp;
+
+    fn batch(ids: std::ops::RangeInclusive<u64>) -> Message {
+        let events: Vec<_> = ids.map(|id| like(id, 1, id, LikeOp::Like)).collect();
+        Arc::new(Batch::new(&events))
+    }
+
+    fn ids(since: Since, after: u64) -> Option<Vec<u64>> {
+        match since {
+            Since::Covered(batches) => Some(
+                batches
+                    .iter()
+                    .flat_map(|b| b.events.iter().map(|e| e.id))
+                    .filter(|&id| id > after)
+                    .collect(),
+            ),
+            Since::NotHere => None,
+        }
+    }
+
+    /// A replay inside the ring gets every later id once; one from before it,
+    /// or from after its newest id, is sent to the store.
+    #[test]
+    fn serves_what_it_holds() {
+        let recent = Recent::new(100, 1 << 20);
+        recent.push(&batch(5..=7));
+        recent.push(&batch(8..=8));
+        assert_eq!(ids(recent.since(4), 4), Some(vec![5, 6, 7, 8]));
+        assert_eq!(ids(recent.since(6), 6), Some(vec![7, 8]));
+        assert_eq!(ids(recent.since(8), 8), Some(vec![]));
+        assert_eq!(ids(recent.since(3), 3), None, "5 is its oldest");
+        assert_eq!(ids(recent.since(9), 9), None, "newer than anything held");
+    }
+
+    /// Overlapping and gapped batches keep the ids consecutive.
+    #[test]
+    fn keeps_ids_consecutive() {
+        let recent = Recent::new(100, 1 << 20);
+        recent.push(&batch(1..=3));
+        recent.push(&batch(2..=5));
+        assert_eq!(ids(recent.since(0), 0), Some(vec![1, 2, 3, 4, 5]));
+        recent.push(&batch(9..=10));
+        assert_eq!(ids(recent.since(8), 8), Some(vec![9, 10]));
+        assert_eq!(ids(recent.since(4), 4), None, "the gap emptied it");
+    }
+
+    /// Bounded by events and by bytes, oldest batches first; cleared on demand.
+    #[test]
+    fn bounded_and_clearable() {
+        let recent = Recent::new(5, 1 << 20);
+        for i in 0..10 {
+            recent.push(&batch(i * 2 + 1..=i * 2 + 2));
+        }
+        assert!(recent.len() <= 5 && recent.len() >= 4, "{}", recent.len());
+        assert_eq!(ids(recent.since(16), 16), Some(vec![17, 18, 19, 20]));
+        let tiny = Recent::new(1000, 200);
+        for i in 0..10 {
+            tiny.push(&batch(i * 2 + 1..=i * 2 + 2));
+        }
+        assert!(tiny.len() <= 4, "{}", tiny.len());
+        let one = Recent::new(3, 1 << 20);
+        one.push(&batch(1..=10));
+        assert_eq!(
+            ids(one.since(7), 7),
+            Some(vec![8, 9, 10]),
+            "a big batch keeps its tail"
+        );
+        assert_eq!(ids(one.since(6), 6), None);
+        recent.clear();
+        assert!(recent.is_empty());
+        assert_eq!(ids(recent.since(20), 20), None);
+    }
+}
