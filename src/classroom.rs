@@ -75,7 +75,9 @@ pub enum Poke {
 /// One client token's faults, shared by its streams.
 #[derive(Default)]
 struct Client {
+    /// Heartbeats off ("silence"): the stream shows how EventSource waits on a quiet line.
     quiet: AtomicBool,
+    /// Events held back and sent in one burst, as a buffering proxy would.
     buffered: AtomicBool,
     /// The status to answer reconnects with, and until when.
     answer: Mutex<Option<(u16, Instant)>>,
@@ -101,6 +103,7 @@ impl Client {
 
 /// One stream's hold: read by `sse::stream::run` between writes.
 pub struct Control {
+    /// The browser this stream belongs to: its buttons act on every stream of it.
     client: Arc<Client>,
     /// Wakes the writer when a button is pressed.
     pub pokes: Receiver<Poke>,
@@ -123,6 +126,7 @@ impl Control {
 /// Every client token that has streams or faults.
 #[derive(Default)]
 pub struct Classroom {
+    /// Each browser by its client token (`?client=`), so a button acts on that browser only.
     clients: Mutex<HashMap<String, Arc<Client>>>,
 }
 

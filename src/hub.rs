@@ -20,6 +20,7 @@ pub const CHANNEL_BOUND: usize = 256;
 
 /// Subscribers and the cap, behind one mutex.
 pub struct Hub<T> {
+    /// Subscribers and the id counter, under one lock held only for a list walk.
     inner: Mutex<Inner<T>>,
     /// The most subscribers at once, fixed at startup from the OS limits.
     cap: usize,
@@ -30,7 +31,9 @@ pub struct Hub<T> {
 }
 
 struct Inner<T> {
+    /// The next subscription id: how a dropped subscription finds its entry.
     next_id: u64,
+    /// Each subscriber's bounded channel, by subscription id.
     subscribers: HashMap<u64, Sender<T>>,
     /// Once closed (shutdown), nobody may subscribe and every channel is gone.
     closed: bool,
@@ -47,8 +50,11 @@ pub enum SubscribeError {
 
 /// A subscriber's end: its receiver, and its place in the hub until dropped.
 pub struct Subscription<T> {
+    /// Its key in the hub, to unsubscribe on drop.
     id: u64,
+    /// Where the writer receives batches.
     pub rx: Receiver<T>,
+    /// The hub to leave on drop.
     hub: Arc<Hub<T>>,
 }
 

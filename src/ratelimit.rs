@@ -15,13 +15,17 @@ pub const IP_FACTOR: u32 = 20;
 const SWEEP_AT: usize = 10_000;
 
 struct Bucket {
+    /// Writes left now (fractional: the bucket refills continuously).
     tokens: f64,
+    /// When `tokens` was last refilled.
     updated: Instant,
 }
 
 /// Per-key token buckets; `per_minute == 0` disables limiting.
 pub struct RateLimiter {
+    /// A visitor's rate (an IP gets `IP_FACTOR` times it); 0 turns limiting off.
     per_minute: u32,
+    /// One bucket per visitor id and per IP, by key.
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 

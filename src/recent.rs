@@ -34,6 +34,7 @@ pub const DEFAULT_BYTES: usize = 16 << 20;
 
 /// The newest events, in batches as the pump published them.
 pub struct Recent {
+    /// Many writers read it at once during a storm; only the pump writes.
     ring: RwLock<Ring>,
     /// Most events kept; older batches are dropped whole.
     max_events: usize,
@@ -43,8 +44,11 @@ pub struct Recent {
 
 #[derive(Default)]
 struct Ring {
+    /// Batches as the pump published them, oldest first, ids consecutive.
     batches: VecDeque<Message>,
+    /// Events in `batches`, for the count bound.
     events: usize,
+    /// Bytes of their frames, for the memory bound.
     bytes: usize,
 }
 

@@ -42,8 +42,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 /// A bound, running HTTP server.
 pub struct Server {
+    /// tiny_http's server: its accept loop, and the queue the workers take requests from.
     http: Arc<tiny_http::Server>,
+    /// The address bound (the real port when 0 was asked for).
     addr: SocketAddr,
+    /// Everything the handlers share.
     app: Arc<App>,
     /// A duplicate of the listening socket, for the accept watchdog.
     probe: Option<TcpListener>,
@@ -158,11 +161,17 @@ impl Server {
 /// One request worker: takes requests from tiny_http and answers them. Its
 /// fields are the [`Server`]'s, shared (see there for why each exists).
 struct Worker {
+    /// tiny_http's server: its accept loop, and the queue the workers take requests from.
     http: Arc<tiny_http::Server>,
+    /// Everything the handlers share.
     app: Arc<App>,
+    /// Where the worker tells the guard which connections it holds.
     guard: Guard,
+    /// Live stream writer threads, so shutdown can wait for them.
     streams: Arc<AtomicUsize>,
+    /// Requests being answered now (the guard reads it too).
     in_flight: Arc<AtomicUsize>,
+    /// Set at shutdown: new requests get 503, new streams a retry hint.
     stopping: Arc<AtomicBool>,
 }
 
@@ -329,6 +338,7 @@ impl Worker {
 /// socket for open after it has closed.
 struct Held<W> {
     _hold: Hold,
+    /// The socket writer tiny_http gave us.
     inner: W,
 }
 

@@ -47,7 +47,9 @@ struct Conn {
     /// Descriptor numbers where the socket was seen at the last walk (tiny_http
     /// holds two per connection: its read and write halves).
     fds: Vec<i32>,
+    /// The peer tiny_http reports for it: what workers' notes are matched by.
     peer: SocketAddr,
+    /// Where its current request's time and bytes count from (set at its first look).
     clock: Option<deadline::Clock>,
     /// A worker holds a request of it (it may write a reply any moment).
     busy: Option<Weak<()>>,
@@ -71,15 +73,21 @@ struct Conn {
 
 /// The guard thread's state; only that thread touches it.
 pub(super) struct Looker {
+    /// Where the workers' notes wait for the next look.
     inbox: Arc<Inbox>,
     /// Polled between looks: a byte here means "look now".
     woken: UnixStream,
+    /// Our listening port: a socket on it with a peer is a client connection.
     port: u16,
     /// Where to connect to nudge tiny_http's pool (our own listener).
     nudge_to: SocketAddr,
+    /// The deadline and byte budget to enforce.
     limits: Limits,
+    /// Requests the workers hold now; with `workers`, whether one may wait in tiny_http's queue.
     in_flight: Arc<AtomicUsize>,
+    /// How many workers there are (see `in_flight`).
     workers: usize,
+    /// Client connections by socket inode (unique while open).
     conns: HashMap<u64, Conn>,
     /// Sockets that are not client connections (the listener, Redis, ...).
     others: HashSet<u64>,

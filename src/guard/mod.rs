@@ -62,6 +62,7 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Tells the guard thread what the workers are doing; cheap to clone.
 #[derive(Clone)]
 pub struct Guard {
+    /// `None` where no guard thread runs (not Linux, or it could not start): notes go nowhere.
     inbox: Option<Arc<Inbox>>,
 }
 
@@ -69,6 +70,7 @@ pub struct Guard {
 /// a request costs a push under an uncontended lock, not a wake-up of the guard
 /// thread; only notes that want an answer soon write to `wake`.
 struct Inbox {
+    /// Notes since the last look, in the order the workers wrote them.
     notes: Mutex<Vec<Note>>,
     /// One end of a socket pair the guard polls; a byte on it means "look now".
     wake: Mutex<UnixStream>,

@@ -61,8 +61,11 @@ pub(super) enum Ask {
 
 /// One note, waiting to be matched to a socket.
 pub(super) struct Note {
+    /// The connection as the worker knows it (tiny_http's `remote_addr`).
     pub peer: SocketAddr,
+    /// Alive while the writer holds the connection open: the proof the match needs.
     pub hold: Weak<()>,
+    /// What the worker asks the guard to do.
     pub ask: Ask,
     /// When the worker wrote it.
     pub at: Instant,

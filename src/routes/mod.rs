@@ -44,6 +44,7 @@ const LIMIT_MAX: usize = 500;
 
 /// Everything a request handler may use; shared by all threads.
 pub struct App {
+    /// Where every handler reads and writes (Redis or memory, counted by the metrics wrapper).
     pub store: Arc<dyn Store>,
     /// Where streams read what a reconnecting client missed: the ring of
     /// recent events, else the store behind a line.
@@ -54,6 +55,7 @@ pub struct App {
     pub page: Page,
     /// The write rate limit, per visitor and per IP.
     pub limiter: RateLimiter,
+    /// The settings the server started with.
     pub config: Config,
     /// What the pump has delivered, for `/healthz` and `/metrics`.
     pub pump: Arc<PumpStats>,

@@ -34,6 +34,7 @@ pub struct Body {
     declared: Option<usize>,
     /// How many `Content-Length` fields there are, and whether they all agree.
     lengths: usize,
+    /// Several `Content-Length` fields with one value are allowed; differing ones are refused.
     lengths_agree: bool,
     /// `Transfer-Encoding` was sent (tiny_http then decodes chunks as it reads).
     chunked: bool,

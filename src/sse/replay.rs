@@ -69,16 +69,22 @@ impl Resume {
 /// Where replays read from, shared by every writer: the ring first, the store
 /// behind a line.
 pub struct Replayer {
+    /// The newest events, which most replays need no more than.
     recent: Arc<Recent>,
+    /// The history further back than the ring reaches.
     store: Arc<dyn Store>,
+    /// Turns to read the store: at most `STORE_READERS` replays at once.
     line: Line,
+    /// Where each replay is counted and timed.
     metrics: Arc<Metrics>,
 }
 
 /// A counting semaphore: at most `STORE_READERS` replays read the store at once;
 /// the others wait their turn (in no particular order) rather than fail.
 struct Line {
+    /// Turns not taken now.
     free: Mutex<usize>,
+    /// Wakes a replay waiting in line when a turn comes back.
     freed: Condvar,
 }
 

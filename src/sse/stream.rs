@@ -32,7 +32,9 @@ pub enum End {
 
 /// Options of one client's stream, as the routes read them from its request.
 pub struct StreamOptions {
+    /// Which frames it wants: `/events` JSON or the seed's `member@METHOD`.
     pub dialect: Dialect,
+    /// Where it asked to resume (Last-Event-ID or `?since=`).
     pub resume: Resume,
     /// How long the stream may stay silent before a heartbeat comment goes out.
     pub heartbeat: Duration,

@@ -36,7 +36,9 @@ fn head(framing: Framing) -> Vec<u8> {
 
 /// A client's socket, with the framing applied to every write.
 pub struct Wire {
+    /// The client's socket, as tiny_http's raw writer.
     out: Box<dyn Write + Send>,
+    /// How the body is delimited: chunks (HTTP/1.1) or the connection's end (HTTP/1.0).
     framing: Framing,
     /// The chunk being assembled, reused across writes. Grows to the largest
     /// write and stays there; an idle client never pays for room it does not

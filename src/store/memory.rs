@@ -21,23 +21,29 @@ struct State {
     comments: HashMap<u64, Comment>,
     /// Ordered as the board shows it: score desc, then newest (highest id) first.
     ranking: BTreeSet<(Reverse<u64>, Reverse<u64>)>,
+    /// Who likes each comment: a like counts once per visitor, its score is the set's size.
     likers: HashMap<u64, HashSet<String>>,
     /// The capped event log (the stream's stand-in), oldest first.
     log: VecDeque<Event>,
+    /// Ids of events, consecutive from 1, as Redis's counter gives them.
     last_event_id: u64,
+    /// Ids of comments, consecutive from 1.
     last_comment_id: u64,
 }
 
 struct Shared {
+    /// Everything, under one lock: a change and its event are one step.
     state: Mutex<State>,
     /// Signalled after every append, for the pump waiting in `wait_after`.
     appended: Condvar,
+    /// Events kept for replay (`--stream-len`).
     capacity: usize,
 }
 
 /// The in-memory store; cheap to clone (it is an `Arc`).
 #[derive(Clone)]
 pub struct MemoryStore {
+    /// Shared with the pump's reader, which waits on the condvar for new events.
     shared: Arc<Shared>,
 }
 
