@@ -64,3 +64,82 @@ pub fn judge(
         Error::VersionNotSupported
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn counters(received: u64, unread: u64, quiet_ms: u32) -> Counters {
+        Counters {
+            received,
+            sent: 0,
+            unread,
+            quiet_ms,
+        }
+    }
+
+    /// Only a connection whose read bytes no worker has, unanswered and quiet
+    /// for STALL, is judged; anything that may still be served is left alone.
+    #[test]
+    fn judges_only_stalled_unserved_heads() {
+        let clock = Clock::new(Instant::now(), &counters(0, 0, 0));
+        let stalled = counters(40, 0, 2000);
+        let fds = [i32::MAX]; // no thread reads it
+        assert!(
+            judge(&counters(40, 0, 100), &clock, false, false, &fds).is_none(),
+            "not quiet long enough"
+        );
+        assert!(
+            judge(&counters(40, 40, 2000), &clock, false, false, &fds).is_none(),
+            "nothing read yet"
+        );
+        assert!(
+            judge(&stalled, &clock, true, false, &fds).is_none(),
+            "a worker has it"
+        );
+        assert!(
+            judge(&stalled, &clock, false, true, &fds).is_none(),
+            "it may wait for a worker"
+        );
+        let mut answered = clock;
+        answered.observe(
+            Instant::now(),
+            &Counters {
+                sent: 100,
+                ..stalled
+            },
+        );
+        assert!(
+            judge(&stalled, &answered, false, false, &fds).is_none(),
+            "answered before"
+        );
+        let verdict = judge(&stalled, &clock, false, false, &fds).map(|e| e.status());
+        assert_eq!(
+            verdict,
+            Some(505),
+            "a whole head tiny_http holds and will not serve"
+        );
+    }
+
+    /// A head that some thread is still reading never ended: 400, with the hint.
+    #[test]
+    fn a_head_still_being_read_is_a_400() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server_side, _) = listener.accept().unwrap();
+        let fd = server_side.as_raw_fd();
+        let reader = std::thread::spawn(move || server_side.read(&mut [0u8; 8]).map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let clock = Clock::new(Instant::now(), &counters(0, 0, 0));
+        let error = judge(&counters(40, 0, 2000), &clock, false, false, &[fd]).unwrap();
+        assert_eq!(error.status(), 400);
+        assert!(error.body().contains("CRLF"), "{}", error.body());
+        drop(client);
+        reader.join().unwrap().unwrap();
+    }
+}
