@@ -71,6 +71,7 @@ pub mod limits;
 pub mod lock;
 pub mod metrics;
 pub mod page;
+pub mod proxy;
 pub mod pump;
 pub mod ratelimit;
 pub mod recent;

@@ -213,7 +213,7 @@ impl Worker {
             .chars()
             .take(200)
             .collect();
-        let (visitor, set_cookie) = visitor_of(&request);
+        let (visitor, set_cookie) = visitor_of(&request, &self.app.config.trusted_proxies);
         if *request.http_version() < HTTPVersion(1, 0) {
             // tiny_http would answer HTTP/0.9 in kind, a status line 0.9 never had.
             self.guard.shut_read(peer, hold);
@@ -279,7 +279,8 @@ impl Worker {
             log::debug!("{method} {path}: client left before the reply: {e}");
         }
         log::info!(
-            "{method} {path} {status} {} ms",
+            "{} {method} {path} {status} {} ms",
+            visitor.ip,
             started.elapsed().as_millis()
         );
     }
@@ -386,11 +387,17 @@ fn respond(request: Request, reply: Reply, set_cookie: Option<String>) -> io::Re
 }
 
 /// The visitor behind a request: the cookie's id, or the client IP without one
-/// (and then a new cookie to set, so the next request has one).
-fn visitor_of(request: &Request) -> (Visitor, Option<String>) {
+/// (and then a new cookie to set, so the next request has one). The client IP
+/// is the socket's peer, or behind a trusted proxy what it says (`proxy.rs`).
+fn visitor_of(request: &Request, trusted: &[crate::proxy::Cidr]) -> (Visitor, Option<String>) {
+    let forwarded = request
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("X-Forwarded-For"))
+        .map(|h| h.value.as_str());
     let ip = request
         .remote_addr()
-        .map(|a| a.ip().to_string())
+        .map(|a| crate::proxy::client_ip(a.ip(), forwarded, trusted).to_string())
         .unwrap_or_default();
     let cookie = routes::header(request, "Cookie")
         .and_then(|c| crate::input::cookie(c, VISITOR_COOKIE))

@@ -324,3 +324,73 @@ fn churn_through_nginx_fails_no_ordinary_request() {
         failures[..failures.len().min(10)].join("\n")
     );
 }
+
+/// A like with no cookie sent through nginx from `source` (a loopback address
+/// of our choosing), optionally with a forged `X-Forwarded-For`; its status.
+fn like_from(front: std::net::SocketAddr, source: &str, id: u64, forged: Option<&str>) -> u16 {
+    use std::io::{BufReader, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&front.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let forged = forged.map_or(String::new(), |f| format!("X-Forwarded-For: {f}\r\n"));
+    write!(
+        stream,
+        "POST /api/comments/{id}/like HTTP/1.1\r\nHost: {front}\r\nConnection: close\r\n{forged}Content-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    support::read_response(&mut BufReader::new(stream)).status
+}
+
+/// Behind the shipped nginx with the deploy kit's `LIKEBOARD_TRUSTED_PROXIES`,
+/// cookie-less clients are told apart by their own address, and a forged
+/// `X-Forwarded-For` changes nothing; without it, everyone is nginx.
+#[test]
+fn trusted_proxy_gives_the_real_client() {
+    let redis = RedisServer::start();
+    let env = deploy_file("likeboard.env");
+    let trusted = setting(&env, "LIKEBOARD_TRUSTED_PROXIES");
+    let a = Likeboard::builder()
+        .redis(&redis)
+        .args(["--trusted-proxy", &trusted])
+        .start();
+    let b = Likeboard::builder()
+        .redis(&redis)
+        .args(["--trusted-proxy", &trusted])
+        .start();
+    let site = Front::start(&a, &b);
+    let id = a.add_comment("who likes this?");
+    assert_eq!(like_from(site.addr, "127.0.0.2", id, None), 200);
+    assert_eq!(like_from(site.addr, "127.0.0.3", id, None), 200);
+    // The same client again, pretending to be someone else: still one visitor.
+    assert_eq!(
+        like_from(site.addr, "127.0.0.2", id, Some("203.0.113.9")),
+        200
+    );
+    let score = |lb: &Likeboard| {
+        let list = lb.get("/api/comments").json();
+        list["comments"][0]["score"].as_u64().unwrap()
+    };
+    assert_eq!(score(&a), 2, "two clients, one of them twice");
+
+    // Without trusting nginx, every client is 127.0.0.1: one visitor.
+    let c = Likeboard::builder().redis(&redis).start();
+    let d = Likeboard::builder().redis(&redis).start();
+    let untrusting = Front::start(&c, &d);
+    let other = c.add_comment("and this?");
+    assert_eq!(like_from(untrusting.addr, "127.0.0.2", other, None), 200);
+    assert_eq!(like_from(untrusting.addr, "127.0.0.3", other, None), 200);
+    let list = c.get("/api/comments").json();
+    let scores: Vec<u64> = list["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["score"].as_u64().unwrap())
+        .collect();
+    assert!(
+        scores.contains(&1),
+        "all of nginx's clients were one visitor: {scores:?}"
+    );
+}

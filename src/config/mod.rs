@@ -53,6 +53,11 @@ pub struct Config {
     /// Requested SSE client cap; the server lowers it to what the OS allows
     /// (`limits.rs`), so `None` means "as many as the OS allows".
     pub max_subscribers: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` is believed (`proxy.rs`): behind nginx
+    /// the client's address is only known from it.
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
+    /// Whether `--trusted-proxy` flags have been read (they replace the variable's list).
+    pub(crate) proxies_from_flags: bool,
     /// Writes per minute per visitor; an IP address gets `ratelimit::IP_FACTOR`
     /// times as many, since a classroom may share one address. 0 turns the limit off.
     pub write_rate: u32,
@@ -85,6 +90,8 @@ impl Default for Config {
             replay_ring: 0,
             heartbeat: Duration::ZERO,
             max_subscribers: None,
+            trusted_proxies: Vec::new(),
+            proxies_from_flags: false,
             write_rate: 0,
             workers: 0,
             request_timeout: Duration::ZERO,

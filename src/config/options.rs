@@ -154,6 +154,30 @@ pub const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        flag: "--trusted-proxy",
+        value: Some("CIDR"),
+        env: "LIKEBOARD_TRUSTED_PROXIES",
+        initial: Initial::Unset("none: the socket's peer is the client"),
+        help: "a proxy whose X-Forwarded-For is believed (repeat the flag; \
+               comma-separated in the variable); the client is then the right-most \
+               address in it that is not a trusted proxy",
+        set: |c, name, v| {
+            // Flags replace what the variable said, and add up among themselves.
+            let from_flag = name.starts_with("--");
+            if from_flag && !c.proxies_from_flags {
+                c.trusted_proxies.clear();
+                c.proxies_from_flags = true;
+            }
+            for item in v.split(',').filter(|i| !i.trim().is_empty()) {
+                let cidr = item
+                    .parse()
+                    .map_err(|why| ConfigError(format!("{name}: {why}")))?;
+                c.trusted_proxies.push(cidr);
+            }
+            Ok(())
+        },
+    },
+    Opt {
         flag: "--write-rate",
         value: Some("N"),
         env: "LIKEBOARD_WRITE_RATE",

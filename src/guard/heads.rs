@@ -133,13 +133,16 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut server_side, _) = listener.accept().unwrap();
         let fd = server_side.as_raw_fd();
-        let reader = std::thread::spawn(move || server_side.read(&mut [0u8; 8]).map(|_| ()));
+        let reader = std::thread::spawn(move || {
+            server_side.read(&mut [0u8; 8]).unwrap();
+            server_side
+        });
         std::thread::sleep(std::time::Duration::from_millis(100));
         let clock = Clock::new(Instant::now(), &counters(0, 0, 0));
         let error = judge(&counters(40, 0, 2000), &clock, false, false, &[fd]).unwrap();
         assert_eq!(error.status(), 400);
         assert!(error.body().contains("CRLF"), "{}", error.body());
         drop(client);
-        reader.join().unwrap().unwrap();
+        drop(reader.join().unwrap());
     }
 }

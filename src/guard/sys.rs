@@ -232,11 +232,16 @@ mod tests {
         let (mut server_side, _) = listener.accept().unwrap();
         let fd = server_side.as_raw_fd();
         assert!(!someone_reads(&[fd]), "nobody reads it yet");
-        let reader = std::thread::spawn(move || server_side.read(&mut [0u8; 8]).map(|_| ()));
+        // The thread hands the socket back: while it stays open its number
+        // cannot be reused by another test's socket (tests share the process).
+        let reader = std::thread::spawn(move || {
+            server_side.read(&mut [0u8; 8]).unwrap();
+            server_side
+        });
         std::thread::sleep(Duration::from_millis(100));
         assert!(someone_reads(&[fd]), "the blocked reader is seen");
         client.write_all(b"x").unwrap();
-        reader.join().unwrap().unwrap();
+        let _still_open = reader.join().unwrap();
         assert!(!someone_reads(&[fd]), "the reader has returned");
     }
 
