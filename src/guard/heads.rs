@@ -134,7 +134,7 @@ mod tests {
         let (mut server_side, _) = listener.accept().unwrap();
         let fd = server_side.as_raw_fd();
         let reader = std::thread::spawn(move || {
-            server_side.read(&mut [0u8; 8]).unwrap();
+            let _ = server_side.read_exact(&mut [0u8; 1]);
             server_side
         });
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -235,7 +235,7 @@ mod tests {
         // The thread hands the socket back: while it stays open its number
         // cannot be reused by another test's socket (tests share the process).
         let reader = std::thread::spawn(move || {
-            server_side.read(&mut [0u8; 8]).unwrap();
+            server_side.read_exact(&mut [0u8; 1]).unwrap();
             server_side
         });
         std::thread::sleep(Duration::from_millis(100));
