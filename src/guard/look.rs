@@ -71,6 +71,38 @@ struct Conn {
     read_ended: bool,
 }
 
+/// Descriptor numbers of settled streams, indexed by number (a walk asks about
+/// every number, thousands of times a second with many streams). A number
+/// stays here while its stream's `Hold` lives; once the hold is gone the
+/// number may be reused by any new socket, and is walked again.
+#[derive(Default)]
+struct Settled(Vec<Option<Weak<()>>>);
+
+impl Settled {
+    fn insert(&mut self, fd: i32, hold: Weak<()>) {
+        let Ok(i) = usize::try_from(fd) else { return };
+        if self.0.len() <= i {
+            self.0.resize(i + 1, None);
+        }
+        self.0[i] = Some(hold);
+    }
+
+    /// Whether `fd` is a live stream's (and forgets it if its stream ended).
+    fn holds(&mut self, fd: i32) -> bool {
+        let Some(slot) = usize::try_from(fd).ok().and_then(|i| self.0.get_mut(i)) else {
+            return false;
+        };
+        match slot {
+            Some(hold) if hold.strong_count() > 0 => true,
+            Some(_) => {
+                *slot = None;
+                false
+            }
+            None => false,
+        }
+    }
+}
+
 /// The guard thread's state; only that thread touches it.
 pub(super) struct Looker {
     /// Where the workers' notes wait for the next look.
@@ -93,7 +125,7 @@ pub(super) struct Looker {
     others: HashSet<u64>,
     /// Streams whose only descriptor is known: the walk skips that number while
     /// the stream's `Hold` lives (it cannot be closed and reused before).
-    settled: HashMap<i32, (u64, Weak<()>)>,
+    settled: Settled,
     /// Notes not matched yet (their connection not seen yet, or ambiguous).
     pending: Vec<Note>,
     /// The highest descriptor in use at the last walk.
@@ -128,7 +160,7 @@ impl Looker {
             workers,
             conns: HashMap::new(),
             others: HashSet::new(),
-            settled: HashMap::new(),
+            settled: Settled::default(),
             pending: Vec::new(),
             highest_fd: 0,
             line_full_at: None,
@@ -283,7 +315,7 @@ impl Looker {
         }
         for (fd, inode, hold) in settle {
             self.conns.remove(&inode);
-            self.settled.insert(fd, (inode, hold));
+            self.settled.insert(fd, hold);
         }
         if forgotten > 0 {
             log::debug!("guard: nudging tiny_http's pool for {forgotten} forgotten connection(s)");
@@ -298,21 +330,17 @@ impl Looker {
     /// kernel build a directory entry per descriptor, which with thousands of
     /// streams costs more than everything else the guard does.
     fn walk(&mut self) {
-        let mut live = HashSet::with_capacity(self.conns.len() + self.others.len());
-        let mut seen: HashMap<u64, Vec<i32>> = HashMap::new();
+        let mut live = HashSet::with_capacity(self.others.len());
+        let mut seen: HashMap<u64, Vec<i32>> = HashMap::with_capacity(self.conns.len());
         let limit = sys::fd_limit();
         let mut last_live = 0;
         let mut fd = 0;
         while fd < limit && fd <= self.highest_fd.max(last_live) + FD_MARGIN {
             let this = fd;
             fd += 1;
-            if let Some((inode, hold)) = self.settled.get(&this) {
-                if hold.strong_count() > 0 {
-                    live.insert(*inode);
-                    last_live = this;
-                    continue;
-                }
-                self.settled.remove(&this); // the stream ended: the number is free again
+            if self.settled.holds(this) {
+                last_live = this;
+                continue;
             }
             let Some(inode) = sys::socket_inode(this) else {
                 continue;
