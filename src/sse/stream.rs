@@ -104,9 +104,8 @@ pub fn run(
     replayer: &Replayer,
     opts: &StreamOptions,
 ) -> End {
-    // Without the fault panel, `pokes` never fires and `out` writes straight through.
-    let never = crossbeam_channel::never();
-    let pokes = opts.control.as_ref().map_or(&never, |c| &c.pokes);
+    // Without the fault panel there are no pokes and `out` writes straight through.
+    let pokes = opts.control.as_ref().map(|c| &c.pokes);
     let mut out = Outlet {
         wire,
         control: opts.control.as_ref(),
@@ -125,21 +124,17 @@ pub fn run(
     // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
     let mut beat_due = Instant::now() + opts.heartbeat;
     loop {
-        let first = crossbeam_channel::select! {
-            recv(sub.rx) -> batch => match batch {
-                Ok(batch) => batch,
-                Err(_) => return End::Unsubscribed,
-            },
-            recv(pokes) -> poke => match poke {
-                Ok(Poke::Drop) | Err(_) => return End::Dropped,
-                Ok(Poke::Changed) => {
-                    if out.send(b"").is_err() {
-                        return End::ClientLeft;
-                    }
-                    continue;
+        let first = match wait(&sub.rx, pokes, beat_due) {
+            Wake::Batch(batch) => batch,
+            Wake::Closed => return End::Unsubscribed,
+            Wake::Dropped => return End::Dropped,
+            Wake::Changed => {
+                if out.send(b"").is_err() {
+                    return End::ClientLeft;
                 }
-            },
-            default(beat_due.saturating_duration_since(Instant::now())) => {
+                continue;
+            }
+            Wake::Beat => {
                 let quiet = opts.control.as_ref().is_some_and(|c| c.quiet());
                 if !quiet && out.send(HEARTBEAT).is_err() {
                     return End::ClientLeft;
@@ -188,6 +183,51 @@ pub fn run(
             return End::ClientLeft;
         }
         beat_due = Instant::now() + opts.heartbeat;
+    }
+}
+
+/// What woke a writer.
+enum Wake {
+    /// A batch arrived on the client's channel.
+    Batch(Message),
+    /// The hub closed the channel: too slow, or shutting down.
+    Closed,
+    /// The fault panel asked to drop this connection (or went away).
+    Dropped,
+    /// The fault panel changed this stream's mode: release what it held.
+    Changed,
+    /// Nothing for a heartbeat period: time for a heartbeat.
+    Beat,
+}
+
+/// Waits for the next thing the writer must act on, until `beat_due`;
+/// `pokes` is the fault panel's channel, if it holds this stream.
+///
+/// Without the fault panel (every real deployment) the writer waits on its
+/// one channel with `recv_deadline`: one futex wait per wake-up. A `select!`
+/// over three sources registers and unregisters the thread with each of them
+/// on every wake, which is what a like storm multiplies by every client; it is
+/// kept for `--classroom`, whose pokes need their own channel.
+fn wait(
+    rx: &crossbeam_channel::Receiver<Message>,
+    pokes: Option<&crossbeam_channel::Receiver<Poke>>,
+    beat_due: Instant,
+) -> Wake {
+    use crossbeam_channel::RecvTimeoutError;
+    let Some(pokes) = pokes else {
+        return match rx.recv_deadline(beat_due) {
+            Ok(batch) => Wake::Batch(batch),
+            Err(RecvTimeoutError::Timeout) => Wake::Beat,
+            Err(RecvTimeoutError::Disconnected) => Wake::Closed,
+        };
+    };
+    crossbeam_channel::select! {
+        recv(rx) -> batch => batch.map_or(Wake::Closed, Wake::Batch),
+        recv(pokes) -> poke => match poke {
+            Ok(Poke::Drop) | Err(_) => Wake::Dropped,
+            Ok(Poke::Changed) => Wake::Changed,
+        },
+        default(beat_due.saturating_duration_since(Instant::now())) => Wake::Beat,
     }
 }
 
