@@ -17,7 +17,7 @@
 //!   capped stream) and [`store::memory`] (the embedded default).
 //! - [`pump`]: one thread that reads new events from the store's log and
 //!   publishes each batch to the hub.
-//! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
+//! - [`hub`]: subscribers' channels behind a mutex, each kept under its bound; never blocks.
 //! - [`sse`]: Server-Sent Events, a file per job: [`sse::frame`] (an event to
 //!   exact bytes), [`sse::wire`] (the response head and the body's framing),
 //!   [`sse::replay`] (what a reconnecting client missed) and [`sse::stream`]
@@ -40,7 +40,8 @@
 //! set and ranking and appends `like` to the capped stream -> the reply `{id,
 //! score, liked}`. Separately, in every process: the [`pump`] thread's `XREAD
 //! BLOCK` returns the new entries -> rendered once into an `Arc<Batch>` ->
-//! [`hub::Hub::publish`] `try_send`s it to every subscriber's bounded channel ->
+//! [`hub::Hub::publish`] sends it to every subscriber's channel (dropping one
+//! already 256 behind) ->
 //! each client's writer thread wakes, writes everything pending in one write,
 //! and flushes -> the browser's EventSource fires `like`.
 //!
