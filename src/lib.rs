@@ -128,6 +128,18 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .max_subscribers
         .map_or(os_cap, |asked| asked.min(os_cap));
     log::info!("subscriber cap {cap} (OS allows {os_cap}, limited by {why}; {limits:?})");
+    if why == limits::BY_MAPS {
+        // Descriptors can be raised per service (LimitNOFILE); the map count
+        // is the machine's, so say how to raise it.
+        log::warn!(
+            "vm.max_map_count ({}) limits this process to {os_cap} event streams ({} memory \
+             maps each); raise it with `sysctl -w vm.max_map_count={}`, or for good with \
+             deploy/sysctl-likeboard.conf in /etc/sysctl.d/",
+            limits.max_map_count,
+            limits::MAPS_PER_CLIENT,
+            limits::SUGGESTED_MAX_MAP_COUNT
+        );
+    }
 
     let hub = Hub::new(cap);
     let config_stream_len = config.stream_len;

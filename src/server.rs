@@ -32,8 +32,15 @@ const BACKLOG: i32 = 4096;
 /// How long a write to a client may block. Set on the listener, every accepted
 /// socket inherits it: a stalled peer cannot hold a thread forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Stack of an SSE writer thread. It only shuffles bytes; the default 2 MiB of
-/// address space per thread is what limits how many clients fit in memory maps.
+/// Stack of an SSE writer thread. Measured with `/proc/PID/smaps` on six
+/// streams of every kind (live, replayed from the ring, from the store, reset,
+/// with viewers, the seed's `/sse`), each through 80 likes, a writer touches
+/// 8 KiB of it in the release build and 20 KiB in the debug build. Only
+/// touched pages cost memory; the rest is address space, and the size does
+/// not change the number of memory maps (two per stack, `limits.rs`). 256 KiB
+/// keeps a wide margin for a panic in the writer, whose backtrace (with
+/// `RUST_BACKTRACE`) is printed on this stack and needs far more than a
+/// normal write; the default 2 MiB would only waste address space.
 const STREAM_STACK: usize = 256 * 1024;
 /// The visitor cookie: a random id, HttpOnly, SameSite=Lax.
 pub const VISITOR_COOKIE: &str = "lb_visitor";

@@ -153,24 +153,52 @@ fn burst_of_1000_connects() {
     server.wait_subscribers(1000, WAIT);
 }
 
-/// A client over the subscriber cap gets `200 text/event-stream`, a retry hint
-/// of a few seconds, and a closed stream (a 503 would stop EventSource for good).
+/// Clients over the subscriber cap each get `200 text/event-stream`, a retry
+/// hint of a few seconds, and a closed stream (a 503 would stop EventSource
+/// for good); a crowd of them costs the server nothing it keeps: the
+/// admitted clients still receive the next like, and a place freed is taken.
 #[test]
 fn over_the_cap_gets_retry_and_close() {
     let backend = Backend::memory();
-    let server = backend.start(&["--max-subscribers", "2"]);
-    let _a = SseClient::connect(server.addr, "/events", &[]).unwrap();
-    let _b = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    // Heartbeats each second, so a client that leaves is noticed in about two.
+    let server = backend.start(&["--max-subscribers", "2", "--heartbeat-secs", "1"]);
+    let id = server.add_comment("capped");
+    let mut a = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    let b = SseClient::connect(server.addr, "/events", &[]).unwrap();
     server.wait_subscribers(2, WAIT);
-    let mut c = SseClient::connect(server.addr, "/events", &[]).unwrap();
-    assert_eq!(c.status, 200);
-    assert_eq!(c.headers.get("Content-Type"), Some("text/event-stream"));
-    let retry = c.next_frame(WAIT).unwrap();
-    let ms: u64 = retry.get("retry").unwrap().parse().unwrap();
-    assert!((1500..=4500).contains(&ms), "{ms}");
-    assert!(c.read_to_close(WAIT), "the stream is closed");
+    let refused: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || SseClient::connect(server.addr, "/events", &[]).unwrap())
+        })
+        .collect();
+    for c in refused {
+        let mut c = c.join().unwrap();
+        assert_eq!(c.status, 200);
+        assert_eq!(c.headers.get("Content-Type"), Some("text/event-stream"));
+        let retry = c.next_frame(WAIT).unwrap();
+        let ms: u64 = retry.get("retry").unwrap().parse().unwrap();
+        assert!((1500..=4500).contains(&ms), "{ms}");
+        assert!(c.read_to_close(WAIT), "the stream is closed");
+    }
     assert_eq!(server.subscribers(), 2);
     assert!(server.get("/healthz").json()["max_subscribers"] == 2);
+    assert!(server
+        .get("/metrics")
+        .text()
+        .contains("likeboard_sse_refused_total 20"));
+    // Still serving: a like reaches an admitted client ...
+    assert_eq!(server.like("POST", id, &visitor(1)).status, 200);
+    let like = a
+        .next_event(WAIT)
+        .expect("the like reaches an admitted client");
+    assert_eq!(like.data_json()["score"], 1);
+    // ... and the place a client leaves is someone else's.
+    drop(b);
+    server.wait_subscribers(1, 2 * WAIT);
+    let mut c = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    server.wait_subscribers(2, WAIT);
+    assert_eq!(server.like("POST", id, &visitor(2)).status, 200);
+    assert_eq!(c.next_event(WAIT).unwrap().data_json()["score"], 2);
 }
 
 both_backends!(
