@@ -42,8 +42,8 @@
 //! BLOCK` returns the new entries -> rendered once into an `Arc<Batch>` ->
 //! [`hub::Hub::publish`] sends it to every subscriber's channel (dropping one
 //! already 256 behind) ->
-//! each client's writer thread wakes, writes everything pending in one write,
-//! and flushes -> the browser's EventSource fires `like`.
+//! each client's writer thread wakes, writes everything pending in one write
+//! (of several likes of a comment, only the newest), and flushes -> the browser's EventSource fires `like`.
 //!
 //! # Invariants
 //!

@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use super::frame::{
-    closing_retry, retry_field, viewers_event, Dialect, Message, HEARTBEAT, RETRY_MS,
+    closing_retry, fold, retry_field, viewers_event, Dialect, Encoded, Message, HEARTBEAT, RETRY_MS,
 };
 use super::outlet::Outlet;
 use super::replay::{Replayer, Resume};
@@ -143,20 +143,25 @@ pub fn run(
                 continue;
             }
         };
-        // Coalesce: everything already queued goes out in the same write.
-        buf.clear();
+        // Coalesce: everything already queued goes out in the same write,
+        // folded (`frame::fold`: of several likes of a comment, the newest).
+        let batches: Vec<Message> = std::iter::once(first).chain(sub.rx.try_iter()).collect();
+        let mut pending: Vec<&Encoded> = Vec::new();
         let mut viewers = None;
-        for batch in std::iter::once(first).chain(sub.rx.try_iter()) {
+        for batch in &batches {
             for event in &batch.events {
                 if let Some(last) = last_sent.filter(|&last| event.id > last + 1) {
                     // A gap. Event ids are consecutive, so events between `last`
                     // and this one never reached our channel: the pump started
                     // (or resumed) after our replay was read, or the stream was
-                    // trimmed past it. History fills the gap, or says reset.
+                    // trimmed past it. What is pending goes first, ending at
+                    // `last`; then history fills the gap, or says reset.
+                    buf.clear();
+                    fold(&mut buf, &pending, opts.dialect);
+                    pending.clear();
                     if out.send(&buf).is_err() {
                         return End::ClientLeft;
                     }
-                    buf.clear();
                     match replayer.catch_up(&mut out, last, true, opts.dialect) {
                         Ok(caught_up) => last_sent = Some(caught_up),
                         Err(_) => return End::ClientLeft,
@@ -165,7 +170,7 @@ pub fn run(
                 if last_sent.is_some_and(|last| event.id <= last) {
                     continue;
                 }
-                buf.extend_from_slice(event.bytes(opts.dialect));
+                pending.push(event);
                 last_sent = Some(event.id);
             }
             if opts.viewers && opts.dialect == Dialect::Standard {
@@ -173,6 +178,8 @@ pub fn run(
                 viewers = batch.viewers.or(viewers);
             }
         }
+        buf.clear();
+        fold(&mut buf, &pending, opts.dialect);
         if let Some(count) = viewers {
             buf.extend_from_slice(&viewers_event(count));
         }
@@ -244,6 +251,11 @@ mod tests {
 
     /// Runs a Live stream over `batches` (then the hub closes) and returns the body.
     fn stream_batches(store: MemoryStore, batches: Vec<Vec<Event>>) -> String {
+        stream_batches_in(store, batches, Dialect::Standard)
+    }
+
+    /// As [`stream_batches`], in `dialect`.
+    fn stream_batches_in(store: MemoryStore, batches: Vec<Vec<Event>>, dialect: Dialect) -> String {
         let replayer = Replayer::new(
             Arc::new(store),
             Arc::new(crate::recent::Recent::new(0, 0)),
@@ -258,7 +270,7 @@ mod tests {
         let sink = SharedSink::default();
         let mut wire = Wire::new(Box::new(sink.clone()), Framing::CloseDelimited);
         let opts = StreamOptions {
-            dialect: Dialect::Standard,
+            dialect,
             resume: Resume::Live,
             heartbeat: Duration::from_secs(60),
             viewers: false,
@@ -302,6 +314,43 @@ mod tests {
             ],
         );
         assert_eq!(ids(&body), vec![2, 3, 4, 5, 6], "{body}");
+    }
+
+    /// Batches queued together go out in one write, folded: of the likes of
+    /// a comment only the newest, the comment event kept, ids rising to the
+    /// last one queued.
+    #[test]
+    fn queued_likes_are_folded_across_batches() {
+        let store = store_with_likes(100, 0);
+        let body = stream_batches(
+            store,
+            vec![
+                vec![like(2, 1, 1, LikeOp::Like), like(3, 1, 2, LikeOp::Like)],
+                vec![like(4, 1, 3, LikeOp::Like)],
+            ],
+        );
+        assert_eq!(
+            body, "id: 4\nevent: like\ndata: {\"id\":1,\"score\":3}\n\n",
+            "one frame, the newest score"
+        );
+    }
+
+    /// The seed's stream is never folded: every `member@METHOD` goes out.
+    #[test]
+    fn seed_stream_is_not_folded() {
+        let store = store_with_likes(100, 0);
+        let body = stream_batches_in(
+            store,
+            vec![
+                vec![like(2, 1, 1, LikeOp::Like), like(3, 1, 0, LikeOp::Unlike)],
+                vec![like(4, 1, 1, LikeOp::Like)],
+            ],
+            Dialect::Seed,
+        );
+        assert_eq!(
+            body,
+            "id: 2\ndata: 1@POST\n\nid: 3\ndata: 1@DELETE\n\nid: 4\ndata: 1@POST\n\n"
+        );
     }
 
     /// A gap that history no longer covers becomes `event: reset`, and ids still rise.
