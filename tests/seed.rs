@@ -88,18 +88,7 @@ fn seed_stream_is_never_folded() {
     let mut sse = SseClient::connect(server.addr, "/sse", &[]).unwrap();
     assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
     server.wait_subscribers(1, WAIT);
-    let addr = server.addr;
-    let senders: Vec<_> = (0..8u64)
-        .map(|t| {
-            std::thread::spawn(move || {
-                for k in 0..25u64 {
-                    let r = support::like_at(addr, "POST", id, &visitor(1 + t * 100 + k));
-                    assert_eq!(r.status, 200, "{}", r.text());
-                }
-            })
-        })
-        .collect();
-    for s in senders {
+    for s in support::like_storm(server.addr, 8, 25, move |_, _| id) {
         s.join().unwrap();
     }
     let ids: Vec<u64> = (0..200)

@@ -216,17 +216,7 @@ both_backends!(
         let mut clients: Vec<_> =
             (0..20).map(|_| SseClient::connect(server.addr, &clients_path, &[]).unwrap()).collect();
         server.wait_subscribers(20, WAIT);
-        let addr = server.addr;
-        let threads: Vec<_> = (0..32u64)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    for i in 0..100u64 {
-                        let r = support::like_at(addr, "POST", id, &visitor(1 + t * 1000 + i));
-                        assert_eq!(r.status, 200, "{}", r.text());
-                    }
-                })
-            })
-            .collect();
+        let threads = support::like_storm(server.addr, 32, 100, move |_, _| id);
         let readers: Vec<_> = clients
             .drain(..)
             .map(|mut sse| {
@@ -300,19 +290,8 @@ both_backends!(
         let since = server.get("/api/comments").json()["last_event_id"].as_str().unwrap().to_string();
         let mut sse = SseClient::connect(server.addr, &format!("/events?since={since}"), &[]).unwrap();
         server.wait_subscribers(1, WAIT);
-        let addr = server.addr;
-        let senders: Vec<_> = (0..8u64)
-            .map(|t| {
-                let comments = comments.clone();
-                std::thread::spawn(move || {
-                    for i in 0..60u64 {
-                        let id = comments[(i % 4) as usize];
-                        let r = support::like_at(addr, "POST", id, &visitor(1 + t * 1000 + i));
-                        assert_eq!(r.status, 200, "{}", r.text());
-                    }
-                })
-            })
-            .collect();
+        let spread = comments.clone();
+        let senders = support::like_storm(server.addr, 8, 60, move |_, k| spread[(k % 4) as usize]);
         let mut scores = std::collections::HashMap::new();
         let mut ids = Vec::new();
         let mut apply = |frame: support::Frame, ids: &mut Vec<u64>| {
