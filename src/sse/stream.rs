@@ -15,7 +15,7 @@ use super::frame::{
 };
 use super::outlet::Outlet;
 use super::replay::{Replayer, Resume};
-use super::wire::Wire;
+use super::wire::{release_if_large, Wire};
 use crate::classroom::{Control, Poke};
 use crate::hub::{Hub, SubscribeError, Subscription};
 
@@ -117,7 +117,8 @@ pub fn run(
         Ok(last) => last,
         Err(_) => return End::ClientLeft,
     };
-    // Grows on demand, like the wire's frame buffer.
+    // Grows on demand and is freed after a large write, like the wire's frame
+    // buffer (`wire::KEEP_BYTES`).
     let mut buf = Vec::new();
     // Heartbeats are due a heartbeat period after the last write, not after the
     // last wake-up: a batch with nothing for this client (a viewer count it did
@@ -186,7 +187,9 @@ pub fn run(
         if buf.is_empty() {
             continue;
         }
-        if out.send(&buf).is_err() {
+        let sent = out.send(&buf);
+        release_if_large(&mut buf);
+        if sent.is_err() {
             return End::ClientLeft;
         }
         beat_due = Instant::now() + opts.heartbeat;
