@@ -1,21 +1,32 @@
-//! The hub: a mutex-guarded list of subscribers, each a bounded channel.
+//! The hub: a mutex-guarded list of subscribers, each a channel the hub keeps
+//! bounded.
 //!
 //! The pump publishes; each SSE writer thread drains its own channel. The hub
 //! moves opaque messages and knows nothing of HTTP, Redis or event formats.
 //!
-//! Invariant: `publish` never blocks on a client. It uses `try_send`; a client
-//! whose channel is full has fallen behind and is dropped (its writer sees the
-//! channel close, sends a retry hint and ends; the browser reconnects and
-//! replays what it missed). One slow reader can never stall the others.
+//! Invariant: `publish` never blocks on a client. A client whose channel
+//! already holds [`CHANNEL_BOUND`] messages has fallen behind and is dropped
+//! (its writer sees the channel close, sends a retry hint and ends; the
+//! browser reconnects and replays what it missed). One slow reader can never
+//! stall the others.
+//!
+//! The channels are crossbeam's unbounded ones, with the bound checked here:
+//! a `bounded(256)` channel allocates its 256 slots (4 KiB) when it is made,
+//! for every idle client, while an unbounded one allocates a block of 31
+//! slots (about 500 bytes) only when a message arrives and frees it once the
+//! writer has read past it. The check (`len`, then `send`) cannot race:
+//! every send happens in `publish`, under the hub's lock, and the writer
+//! only ever makes the channel shorter.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 
 /// How many undelivered messages (batches) a subscriber may have queued before
 /// it counts as too slow. Batches coalesce events, so this is seconds of lag.
+/// Checked by `publish`; the channel itself is unbounded (see above).
 pub const CHANNEL_BOUND: usize = 256;
 
 /// Subscribers and the cap, behind one mutex.
@@ -33,7 +44,8 @@ pub struct Hub<T> {
 struct Inner<T> {
     /// The next subscription id: how a dropped subscription finds its entry.
     next_id: u64,
-    /// Each subscriber's bounded channel, by subscription id.
+    /// Each subscriber's channel, by subscription id; `publish` keeps each
+    /// under [`CHANNEL_BOUND`].
     subscribers: HashMap<u64, Sender<T>>,
     /// Once closed (shutdown), nobody may subscribe and every channel is gone.
     closed: bool,
@@ -97,7 +109,7 @@ impl<T: Clone> Hub<T> {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(SubscribeError::Full { cap: self.cap });
         }
-        let (tx, rx) = bounded(CHANNEL_BOUND);
+        let (tx, rx) = unbounded();
         inner.next_id += 1;
         let id = inner.next_id;
         inner.subscribers.insert(id, tx);
@@ -109,21 +121,22 @@ impl<T: Clone> Hub<T> {
     }
 
     /// Hands `msg` to every subscriber without waiting for any of them. Returns
-    /// how many received it. Full channels are dropped as too slow.
+    /// how many received it. A subscriber with [`CHANNEL_BOUND`] messages
+    /// queued is dropped as too slow.
     pub fn publish(&self, msg: T) -> usize {
         let mut inner = self.lock();
         let mut slow = 0;
-        inner
-            .subscribers
-            .retain(|_, tx| match tx.try_send(msg.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    slow += 1;
-                    false
-                }
-                // The writer has gone; its Subscription's drop will find nothing to remove.
-                Err(TrySendError::Disconnected(_)) => false,
-            });
+        inner.subscribers.retain(|_, tx| {
+            // Only sends make a channel longer, and they all happen here,
+            // under the lock: the length cannot grow between check and send.
+            if tx.len() >= CHANNEL_BOUND {
+                slow += 1;
+                return false;
+            }
+            // An error means the writer has gone; its Subscription's drop
+            // will find nothing to remove.
+            tx.send(msg.clone()).is_ok()
+        });
         if slow > 0 {
             self.dropped_slow.fetch_add(slow, Ordering::Relaxed);
             log::warn!("dropped {slow} slow SSE client(s): their queue was full");
@@ -227,6 +240,30 @@ mod tests {
         // The slow one can still drain what it had, then sees the channel closed.
         assert_eq!(slow.rx.try_iter().count(), CHANNEL_BOUND);
         assert!(slow.rx.recv().is_err());
+    }
+
+    /// A subscriber's channel is made without room for its bound (an idle
+    /// client costs no slots), yet holds exactly CHANNEL_BOUND messages before
+    /// the hub lets it go; one that catches up in time stays.
+    #[test]
+    fn bound_is_kept_without_preallocating() {
+        let hub = Hub::new(10);
+        let behind = hub.subscribe().unwrap();
+        assert_eq!(behind.rx.capacity(), None, "no slots reserved up front");
+        for i in 0..CHANNEL_BOUND {
+            assert_eq!(hub.publish(i), 1);
+        }
+        assert_eq!(behind.rx.len(), CHANNEL_BOUND);
+        // It reads one in time: the next message fits and it stays.
+        assert_eq!(behind.rx.try_recv(), Ok(0));
+        assert_eq!(hub.publish(CHANNEL_BOUND), 1);
+        // Now full again: one more and it is dropped, keeping what it had.
+        assert_eq!(hub.publish(CHANNEL_BOUND + 1), 0);
+        assert_eq!(hub.dropped_slow(), 1);
+        assert_eq!(
+            behind.rx.try_iter().collect::<Vec<_>>(),
+            (1..=CHANNEL_BOUND).collect::<Vec<_>>()
+        );
     }
 
     /// disconnect_all closes every channel, yet new subscribers are welcome.

@@ -17,7 +17,7 @@
 //!   capped stream) and [`store::memory`] (the embedded default).
 //! - [`pump`]: one thread that reads new events from the store's log and
 //!   publishes each batch to the hub.
-//! - [`hub`]: subscribers' bounded channels behind a mutex; never blocks.
+//! - [`hub`]: subscribers' channels behind a mutex, each kept under its bound; never blocks.
 //! - [`sse`]: Server-Sent Events, a file per job: [`sse::frame`] (an event to
 //!   exact bytes), [`sse::wire`] (the response head and the body's framing),
 //!   [`sse::replay`] (what a reconnecting client missed) and [`sse::stream`]
@@ -40,9 +40,10 @@
 //! set and ranking and appends `like` to the capped stream -> the reply `{id,
 //! score, liked}`. Separately, in every process: the [`pump`] thread's `XREAD
 //! BLOCK` returns the new entries -> rendered once into an `Arc<Batch>` ->
-//! [`hub::Hub::publish`] `try_send`s it to every subscriber's bounded channel ->
-//! each client's writer thread wakes, writes everything pending in one write,
-//! and flushes -> the browser's EventSource fires `like`.
+//! [`hub::Hub::publish`] sends it to every subscriber's channel (dropping one
+//! already 256 behind) ->
+//! each client's writer thread wakes, writes everything pending in one write
+//! (of several likes of a comment, only the newest), and flushes -> the browser's EventSource fires `like`.
 //!
 //! # Invariants
 //!
@@ -128,6 +129,18 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .max_subscribers
         .map_or(os_cap, |asked| asked.min(os_cap));
     log::info!("subscriber cap {cap} (OS allows {os_cap}, limited by {why}; {limits:?})");
+    if why == limits::BY_MAPS {
+        // Descriptors can be raised per service (LimitNOFILE); the map count
+        // is the machine's, so say how to raise it.
+        log::warn!(
+            "vm.max_map_count ({}) limits this process to {os_cap} event streams ({} memory \
+             maps each); raise it with `sysctl -w vm.max_map_count={}`, or for good with \
+             deploy/sysctl-likeboard.conf in /etc/sysctl.d/",
+            limits.max_map_count,
+            limits::MAPS_PER_CLIENT,
+            limits::SUGGESTED_MAX_MAP_COUNT
+        );
+    }
 
     let hub = Hub::new(cap);
     let config_stream_len = config.stream_len;

@@ -1,5 +1,6 @@
 //! The deploy kit in deploy/: `systemd-analyze verify` accepts the unit, the
-//! unit's limits fit the subscriber cap it is configured for, `nginx -t`
+//! unit's limits fit the subscriber cap it is configured for, the sysctl file
+//! lifts the memory-map limit, `nginx -t`
 //! accepts the site, and the site really carries likes and the event stream
 //! to and from two instances sharing one Redis.
 //!
@@ -69,22 +70,58 @@ fn systemd_unit_verifies() {
 }
 
 /// LimitNOFILE and TasksMax leave room for the subscriber cap set in
-/// likeboard.env: up to 2 descriptors and 2 threads per client plus 512 of
-/// each in reserve (src/limits.rs), so likeboard never has to lower its cap.
+/// likeboard.env: a descriptor and a thread per settled client plus the
+/// reserves of src/limits.rs, so likeboard never has to lower its cap.
 #[test]
 fn systemd_limits_fit_the_subscriber_cap() {
+    use likeboard::limits::{FDS_PER_CLIENT, RESERVED_FDS, RESERVED_THREADS, THREADS_PER_CLIENT};
     let unit = deploy_file("likeboard@.service");
     let env = deploy_file("likeboard.env");
     let cap: u64 = setting(&env, "LIKEBOARD_MAX_SUBSCRIBERS").parse().unwrap();
-    let needed = 2 * cap + 512;
-    for key in ["LimitNOFILE", "TasksMax"] {
+    for (key, per_client, reserved) in [
+        ("LimitNOFILE", FDS_PER_CLIENT, RESERVED_FDS),
+        ("TasksMax", THREADS_PER_CLIENT, RESERVED_THREADS),
+    ] {
         let limit: u64 = setting(&unit, key).parse().unwrap();
-        assert!(limit >= needed, "{key}={limit} is below 2 x {cap} + 512");
+        let needed = per_client * cap + reserved;
+        assert!(
+            limit >= needed,
+            "{key}={limit} is below {per_client} x {cap} + {reserved}"
+        );
     }
     assert_eq!(setting(&unit, "Restart"), "on-failure");
     assert_eq!(
         setting(&unit, "EnvironmentFile"),
         "-/etc/likeboard/likeboard.env"
+    );
+}
+
+/// deploy/sysctl-likeboard.conf sets vm.max_map_count to the value the
+/// startup warning names, and that value lets the unit's LimitNOFILE, not the
+/// map count, decide the cap.
+#[test]
+fn sysctl_conf_lifts_the_map_limit() {
+    use likeboard::limits::{
+        FDS_PER_CLIENT, MAPS_PER_CLIENT, RESERVED_FDS, RESERVED_MAPS, SUGGESTED_MAX_MAP_COUNT,
+    };
+    let conf = deploy_file("sysctl-likeboard.conf");
+    let settings: Vec<(&str, &str)> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_once('=').expect("key = value"))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let value = SUGGESTED_MAX_MAP_COUNT.to_string();
+    assert_eq!(settings, vec![("vm.max_map_count", value.as_str())]);
+    let files: u64 = setting(&deploy_file("likeboard@.service"), "LimitNOFILE")
+        .parse()
+        .unwrap();
+    let by_maps = (SUGGESTED_MAX_MAP_COUNT - RESERVED_MAPS) / MAPS_PER_CLIENT;
+    let by_fds = (files - RESERVED_FDS) / FDS_PER_CLIENT;
+    assert!(
+        by_maps >= by_fds,
+        "{by_maps} streams by maps, {by_fds} by descriptors"
     );
 }
 

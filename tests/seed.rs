@@ -78,3 +78,21 @@ fn seed_routes_off_by_default() {
         0
     );
 }
+
+/// Under concurrent likes (which `/events` folds), the seed's `/sse` carries
+/// every one: its `member@METHOD` is relative, so its ids have no gap.
+#[test]
+fn seed_stream_is_never_folded() {
+    let server = Backend::memory().start(&["--seed-routes"]);
+    let id = server.add_comment("storm");
+    let mut sse = SseClient::connect(server.addr, "/sse", &[]).unwrap();
+    assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
+    server.wait_subscribers(1, WAIT);
+    for s in support::like_storm(server.addr, 8, 25, move |_, _| id) {
+        s.join().unwrap();
+    }
+    let ids: Vec<u64> = (0..200)
+        .map(|_| sse.next_event(WAIT).expect("every like").id().unwrap())
+        .collect();
+    assert_eq!(ids, (2..=201).collect::<Vec<u64>>());
+}

@@ -153,29 +153,59 @@ fn burst_of_1000_connects() {
     server.wait_subscribers(1000, WAIT);
 }
 
-/// A client over the subscriber cap gets `200 text/event-stream`, a retry hint
-/// of a few seconds, and a closed stream (a 503 would stop EventSource for good).
+/// Clients over the subscriber cap each get `200 text/event-stream`, a retry
+/// hint of a few seconds, and a closed stream (a 503 would stop EventSource
+/// for good); a crowd of them costs the server nothing it keeps: the
+/// admitted clients still receive the next like, and a place freed is taken.
 #[test]
 fn over_the_cap_gets_retry_and_close() {
     let backend = Backend::memory();
-    let server = backend.start(&["--max-subscribers", "2"]);
-    let _a = SseClient::connect(server.addr, "/events", &[]).unwrap();
-    let _b = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    // Heartbeats each second, so a client that leaves is noticed in about two.
+    let server = backend.start(&["--max-subscribers", "2", "--heartbeat-secs", "1"]);
+    let id = server.add_comment("capped");
+    let mut a = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    let b = SseClient::connect(server.addr, "/events", &[]).unwrap();
     server.wait_subscribers(2, WAIT);
-    let mut c = SseClient::connect(server.addr, "/events", &[]).unwrap();
-    assert_eq!(c.status, 200);
-    assert_eq!(c.headers.get("Content-Type"), Some("text/event-stream"));
-    let retry = c.next_frame(WAIT).unwrap();
-    let ms: u64 = retry.get("retry").unwrap().parse().unwrap();
-    assert!((1500..=4500).contains(&ms), "{ms}");
-    assert!(c.read_to_close(WAIT), "the stream is closed");
+    let refused: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || SseClient::connect(server.addr, "/events", &[]).unwrap())
+        })
+        .collect();
+    for c in refused {
+        let mut c = c.join().unwrap();
+        assert_eq!(c.status, 200);
+        assert_eq!(c.headers.get("Content-Type"), Some("text/event-stream"));
+        let retry = c.next_frame(WAIT).unwrap();
+        let ms: u64 = retry.get("retry").unwrap().parse().unwrap();
+        assert!((1500..=4500).contains(&ms), "{ms}");
+        assert!(c.read_to_close(WAIT), "the stream is closed");
+    }
     assert_eq!(server.subscribers(), 2);
     assert!(server.get("/healthz").json()["max_subscribers"] == 2);
+    assert!(server
+        .get("/metrics")
+        .text()
+        .contains("likeboard_sse_refused_total 20"));
+    // Still serving: a like reaches an admitted client ...
+    assert_eq!(server.like("POST", id, &visitor(1)).status, 200);
+    let like = a
+        .next_event(WAIT)
+        .expect("the like reaches an admitted client");
+    assert_eq!(like.data_json()["score"], 1);
+    // ... and the place a client leaves is someone else's.
+    drop(b);
+    server.wait_subscribers(1, 2 * WAIT);
+    let mut c = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    server.wait_subscribers(2, WAIT);
+    assert_eq!(server.like("POST", id, &visitor(2)).status, 200);
+    assert_eq!(c.next_event(WAIT).unwrap().data_json()["score"], 2);
 }
 
 both_backends!(
     /// 32 threads x 100 likes from distinct visitors on one comment end at exactly
-    /// 3,200, while 20 SSE clients each see every event once, in id order.
+    /// 3,200, while 20 SSE clients each see ids and scores only rise, up to the
+    /// last like's id and the final score (likes queued together are folded into
+    /// the newest, so a client need not see every one).
     concurrent_likes,
     |backend: &Backend| {
         let server = backend.start(&["--heartbeat-secs", "30"]);
@@ -186,30 +216,20 @@ both_backends!(
         let mut clients: Vec<_> =
             (0..20).map(|_| SseClient::connect(server.addr, &clients_path, &[]).unwrap()).collect();
         server.wait_subscribers(20, WAIT);
-        let addr = server.addr;
-        let threads: Vec<_> = (0..32u64)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    for i in 0..100u64 {
-                        let r = support::like_at(addr, "POST", id, &visitor(1 + t * 1000 + i));
-                        assert_eq!(r.status, 200, "{}", r.text());
-                    }
-                })
-            })
-            .collect();
+        let threads = support::like_storm(server.addr, 32, 100, move |_, _| id);
         let readers: Vec<_> = clients
             .drain(..)
             .map(|mut sse| {
                 std::thread::spawn(move || {
                     let mut ids = Vec::new();
-                    let mut last_score = 0;
-                    while ids.len() < 3200 {
+                    let mut scores = Vec::new();
+                    while scores.last() != Some(&3200) {
                         let Some(frame) = sse.next_event(Duration::from_secs(20)) else { break };
                         assert_eq!(frame.event(), Some("like"));
                         ids.push(frame.id().unwrap());
-                        last_score = frame.data_json()["score"].as_u64().unwrap();
+                        scores.push(frame.data_json()["score"].as_u64().unwrap());
                     }
-                    (ids, last_score)
+                    (ids, scores)
                 })
             })
             .collect();
@@ -218,12 +238,97 @@ both_backends!(
         }
         let list = server.get("/api/comments").json();
         assert_eq!(list["comments"][0]["score"], 3200);
-        let expected: Vec<u64> = (2..=3201).collect();
         for r in readers {
-            let (ids, last_score) = r.join().unwrap();
-            assert_eq!(ids.len(), 3200, "every event once");
-            assert_eq!(ids, expected, "in id order, no duplicates");
-            assert_eq!(last_score, 3200);
+            let (ids, scores) = r.join().unwrap();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids rise: {ids:?}");
+            assert!(scores.windows(2).all(|w| w[0] < w[1]), "scores rise: {scores:?}");
+            assert_eq!(ids.last(), Some(&3201), "up to the last like");
+            assert_eq!(scores.last(), Some(&3200));
+        }
+    }
+);
+
+/// The scheduling policy of each of the server's threads named `name`, from
+/// `/proc/PID/task/TID/stat` (field 41; the fields after `comm`'s closing
+/// parenthesis start at 3).
+fn policies(pid: u32, name: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        let fields = &stat[stat.rfind(')').unwrap() + 2..];
+        found.push(fields.split(' ').nth(41 - 3).unwrap().parse().unwrap());
+    }
+    found
+}
+
+/// While a stream is open its writer thread runs under SCHED_BATCH (3), so
+/// it never preempts the pump on wake-up; the pump itself stays SCHED_OTHER (0).
+#[test]
+fn writer_threads_run_as_batch_while_streaming() {
+    let server = Backend::memory().start(&[]);
+    let mut sse = SseClient::connect(server.addr, "/events", &[]).unwrap();
+    assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
+    server.wait_subscribers(1, WAIT);
+    assert_eq!(policies(server.pid(), "sse"), vec![3]);
+    assert_eq!(policies(server.pid(), "pump"), vec![0]);
+}
+
+both_backends!(
+    /// A client that drops in the middle of a like storm (whose likes it gets
+    /// folded) and reconnects with the last id it was sent misses nothing: ids
+    /// rise across both connections, every comment event arrives, and its
+    /// scores end equal to the board's.
+    reconnect_after_folding_misses_nothing,
+    |backend: &Backend| {
+        let server = backend.start(&["--heartbeat-secs", "30"]);
+        let comments: Vec<u64> = (0..4).map(|i| server.add_comment(&format!("c{i}"))).collect();
+        let since = server.get("/api/comments").json()["last_event_id"].as_str().unwrap().to_string();
+        let mut sse = SseClient::connect(server.addr, &format!("/events?since={since}"), &[]).unwrap();
+        server.wait_subscribers(1, WAIT);
+        let spread = comments.clone();
+        let senders = support::like_storm(server.addr, 8, 60, move |_, k| spread[(k % 4) as usize]);
+        let mut scores = std::collections::HashMap::new();
+        let mut ids = Vec::new();
+        let mut apply = |frame: support::Frame, ids: &mut Vec<u64>| {
+            ids.push(frame.id().unwrap());
+            if frame.event() == Some("like") {
+                let data = frame.data_json();
+                scores.insert(data["id"].as_u64().unwrap(), data["score"].as_u64().unwrap());
+            }
+        };
+        // A few events on the first connection, then it is gone mid-storm.
+        while ids.len() < 20 {
+            apply(sse.next_event(WAIT).expect("an event before the drop"), &mut ids);
+        }
+        drop(sse);
+        let late_comment = server.add_comment("posted while away");
+        for t in senders {
+            t.join().unwrap();
+        }
+        let board = server.get("/api/comments").json();
+        let newest: u64 = board["last_event_id"].as_str().unwrap().parse().unwrap();
+        let last = ids.last().unwrap().to_string();
+        let mut sse = SseClient::connect(server.addr, "/events", &[("Last-Event-ID", &last)]).unwrap();
+        let mut saw_late_comment = false;
+        while ids.last() != Some(&newest) {
+            let frame = sse.next_event(WAIT).expect("replayed up to the newest id");
+            if frame.event() == Some("comment") {
+                saw_late_comment |= frame.data_json()["id"] == late_comment;
+            }
+            apply(frame, &mut ids);
+        }
+        assert!(saw_late_comment, "comment events are never folded");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids rise: {ids:?}");
+        for c in board["comments"].as_array().unwrap() {
+            let id = c["id"].as_u64().unwrap();
+            if comments.contains(&id) {
+                assert_eq!(scores.get(&id).copied(), c["score"].as_u64(), "comment {id}");
+            }
         }
     }
 );

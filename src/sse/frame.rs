@@ -2,7 +2,8 @@
 //! few fixed frames (`retry:`, heartbeat, `event: viewers`, `event: reset`).
 //!
 //! The pump renders each event once ([`Batch::new`]) and every writer shares
-//! the bytes. Knows nothing of sockets, chunking or the store's history.
+//! the bytes. [`fold`] decides which of one write's events go out. Knows
+//! nothing of sockets, chunking or the store's history.
 
 use std::sync::Arc;
 
@@ -30,6 +31,10 @@ pub enum Dialect {
 #[derive(Debug, Clone)]
 pub struct Encoded {
     pub id: u64,
+    /// For a like, the comment whose absolute score it carries: a later like
+    /// of the same comment makes it redundant (see [`fold`]). `None` for
+    /// events nothing can replace (comments).
+    pub score_of: Option<u64>,
     /// The `/events` frame.
     standard: Vec<u8>,
     /// The seed's `/sse` frame; `None` for events the seed never sent (comments).
@@ -51,8 +56,13 @@ impl Encoded {
             ),
             EventKind::Comment(_) => None,
         };
+        let score_of = match &event.kind {
+            EventKind::Like { comment, .. } => Some(*comment),
+            EventKind::Comment(_) => None,
+        };
         Encoded {
             id: event.id,
+            score_of,
             standard,
             seed,
         }
@@ -68,6 +78,45 @@ impl Encoded {
         match dialect {
             Dialect::Standard => &self.standard,
             Dialect::Seed => self.seed.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+/// Appends to `buf` the frames of `events`, one write's worth in id order,
+/// leaving out every like that a later like of the same comment in the same
+/// write makes redundant.
+///
+/// On `/events` a like carries the comment's absolute score, so of several
+/// likes of one comment in one write only the newest tells the client
+/// anything: under a like storm a slow client gets one frame per comment per
+/// write, not one per like. What is written still keeps the stream's promises:
+/// - ids strictly increase (the survivors keep their order and their ids);
+/// - the write ends with the last event's id, so Last-Event-ID covers what
+///   was folded: the last event always survives (nothing in the write comes
+///   after it), so a client that reconnects from the last id it saw misses
+///   nothing, and its scores are the board's.
+///
+/// Never folded: comment events (`score_of` is `None`), and the seed's `/sse`
+/// dialect, whose `member@METHOD` is relative: every one counts.
+pub(crate) fn fold(buf: &mut Vec<u8>, events: &[&Encoded], dialect: Dialect) {
+    if dialect == Dialect::Seed || events.len() < 2 {
+        for event in events {
+            buf.extend_from_slice(event.bytes(dialect));
+        }
+        return;
+    }
+    // Walk back from the newest: the first like met for a comment is its
+    // newest, and every older one is redundant.
+    let mut newest_seen = std::collections::HashSet::new();
+    let mut keep = vec![true; events.len()];
+    for (i, event) in events.iter().enumerate().rev() {
+        if let Some(comment) = event.score_of {
+            keep[i] = newest_seen.insert(comment);
+        }
+    }
+    for (event, keep) in events.iter().zip(keep) {
+        if keep {
+            buf.extend_from_slice(event.bytes(dialect));
         }
     }
 }
@@ -176,6 +225,64 @@ mod tests {
         assert_eq!(e.bytes(Dialect::Seed), b"id: 7\ndata: 3@POST\n\n");
         let u = Encoded::new(&like(8, 3, 11, LikeOp::Unlike));
         assert_eq!(u.bytes(Dialect::Seed), b"id: 8\ndata: 3@DELETE\n\n");
+    }
+
+    fn comment(id: u64) -> Event {
+        Event {
+            id,
+            kind: EventKind::Comment(Comment {
+                id,
+                nickname: "n".into(),
+                content: "c".into(),
+                score: 0,
+                created_at: 0,
+            }),
+        }
+    }
+
+    /// Folds `events` for `dialect` and returns the ids written.
+    fn folded_ids(events: &[Event], dialect: Dialect) -> Vec<u64> {
+        let encoded: Vec<Encoded> = events.iter().map(Encoded::new).collect();
+        let mut buf = Vec::new();
+        fold(&mut buf, &encoded.iter().collect::<Vec<_>>(), dialect);
+        String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
+            .collect()
+    }
+
+    /// Of several likes of one comment in a write only the newest goes out;
+    /// ids still rise and the write ends with its last event's id, and a
+    /// comment event between them is kept.
+    #[test]
+    fn fold_keeps_the_newest_like_per_comment() {
+        let events = [
+            like(10, 1, 1, LikeOp::Like),
+            like(11, 2, 1, LikeOp::Like),
+            like(12, 1, 2, LikeOp::Like),
+            comment(13),
+            like(14, 1, 1, LikeOp::Unlike),
+            like(15, 2, 2, LikeOp::Like),
+            like(16, 1, 2, LikeOp::Like),
+        ];
+        assert_eq!(folded_ids(&events, Dialect::Standard), vec![13, 15, 16]);
+        // The last id is the write's last, whichever comment it belongs to.
+        assert_eq!(
+            folded_ids(&events[..6], Dialect::Standard),
+            vec![13, 14, 15]
+        );
+        // Comments alone are never folded.
+        let comments = [comment(1), comment(2), comment(3)];
+        assert_eq!(folded_ids(&comments, Dialect::Standard), vec![1, 2, 3]);
+    }
+
+    /// The seed's `/sse` frames are relative (`3@POST`): every one goes out.
+    #[test]
+    fn fold_leaves_the_seed_dialect_alone() {
+        let events: Vec<Event> = (1..=5).map(|i| like(i, 7, i, LikeOp::Like)).collect();
+        assert_eq!(folded_ids(&events, Dialect::Seed), vec![1, 2, 3, 4, 5]);
+        assert_eq!(folded_ids(&events, Dialect::Standard), vec![5]);
     }
 
     /// A comment's text stays on one `data:` line even when it holds newlines:

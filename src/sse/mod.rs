@@ -2,7 +2,8 @@
 //!
 //! Four jobs, a file each:
 //! - [`frame`]: an event to the exact bytes of each dialect (WHATWG framing:
-//!   `id:`, `event:`, `data:`, `retry:`, `:` comments, a blank line after each).
+//!   `id:`, `event:`, `data:`, `retry:`, `:` comments, a blank line after each),
+//!   and which likes of one write a newer like of the same comment replaces.
 //! - [`wire`]: a client's socket with the body's framing (chunked or
 //!   close-delimited) applied to every write, and the response head we write
 //!   ourselves (tiny_http's streaming response would buffer small events and,

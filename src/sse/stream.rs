@@ -11,11 +11,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use super::frame::{
-    closing_retry, retry_field, viewers_event, Dialect, Message, HEARTBEAT, RETRY_MS,
+    closing_retry, fold, retry_field, viewers_event, Dialect, Encoded, Message, HEARTBEAT, RETRY_MS,
 };
 use super::outlet::Outlet;
 use super::replay::{Replayer, Resume};
-use super::wire::Wire;
+use super::wire::{release_if_large, Wire};
 use crate::classroom::{Control, Poke};
 use crate::hub::{Hub, SubscribeError, Subscription};
 
@@ -104,9 +104,8 @@ pub fn run(
     replayer: &Replayer,
     opts: &StreamOptions,
 ) -> End {
-    // Without the fault panel, `pokes` never fires and `out` writes straight through.
-    let never = crossbeam_channel::never();
-    let pokes = opts.control.as_ref().map_or(&never, |c| &c.pokes);
+    // Without the fault panel there are no pokes and `out` writes straight through.
+    let pokes = opts.control.as_ref().map(|c| &c.pokes);
     let mut out = Outlet {
         wire,
         control: opts.control.as_ref(),
@@ -118,28 +117,25 @@ pub fn run(
         Ok(last) => last,
         Err(_) => return End::ClientLeft,
     };
-    // Grows on demand, like the wire's frame buffer.
+    // Grows on demand and is freed after a large write, like the wire's frame
+    // buffer (`wire::KEEP_BYTES`).
     let mut buf = Vec::new();
     // Heartbeats are due a heartbeat period after the last write, not after the
     // last wake-up: a batch with nothing for this client (a viewer count it did
     // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
     let mut beat_due = Instant::now() + opts.heartbeat;
     loop {
-        let first = crossbeam_channel::select! {
-            recv(sub.rx) -> batch => match batch {
-                Ok(batch) => batch,
-                Err(_) => return End::Unsubscribed,
-            },
-            recv(pokes) -> poke => match poke {
-                Ok(Poke::Drop) | Err(_) => return End::Dropped,
-                Ok(Poke::Changed) => {
-                    if out.send(b"").is_err() {
-                        return End::ClientLeft;
-                    }
-                    continue;
+        let first = match wait(&sub.rx, pokes, beat_due) {
+            Wake::Batch(batch) => batch,
+            Wake::Closed => return End::Unsubscribed,
+            Wake::Dropped => return End::Dropped,
+            Wake::Changed => {
+                if out.send(b"").is_err() {
+                    return End::ClientLeft;
                 }
-            },
-            default(beat_due.saturating_duration_since(Instant::now())) => {
+                continue;
+            }
+            Wake::Beat => {
                 let quiet = opts.control.as_ref().is_some_and(|c| c.quiet());
                 if !quiet && out.send(HEARTBEAT).is_err() {
                     return End::ClientLeft;
@@ -148,20 +144,25 @@ pub fn run(
                 continue;
             }
         };
-        // Coalesce: everything already queued goes out in the same write.
-        buf.clear();
+        // Coalesce: everything already queued goes out in the same write,
+        // folded (`frame::fold`: of several likes of a comment, the newest).
+        let batches: Vec<Message> = std::iter::once(first).chain(sub.rx.try_iter()).collect();
+        let mut pending: Vec<&Encoded> = Vec::new();
         let mut viewers = None;
-        for batch in std::iter::once(first).chain(sub.rx.try_iter()) {
+        for batch in &batches {
             for event in &batch.events {
                 if let Some(last) = last_sent.filter(|&last| event.id > last + 1) {
                     // A gap. Event ids are consecutive, so events between `last`
                     // and this one never reached our channel: the pump started
                     // (or resumed) after our replay was read, or the stream was
-                    // trimmed past it. History fills the gap, or says reset.
+                    // trimmed past it. What is pending goes first, ending at
+                    // `last`; then history fills the gap, or says reset.
+                    buf.clear();
+                    fold(&mut buf, &pending, opts.dialect);
+                    pending.clear();
                     if out.send(&buf).is_err() {
                         return End::ClientLeft;
                     }
-                    buf.clear();
                     match replayer.catch_up(&mut out, last, true, opts.dialect) {
                         Ok(caught_up) => last_sent = Some(caught_up),
                         Err(_) => return End::ClientLeft,
@@ -170,7 +171,7 @@ pub fn run(
                 if last_sent.is_some_and(|last| event.id <= last) {
                     continue;
                 }
-                buf.extend_from_slice(event.bytes(opts.dialect));
+                pending.push(event);
                 last_sent = Some(event.id);
             }
             if opts.viewers && opts.dialect == Dialect::Standard {
@@ -178,16 +179,65 @@ pub fn run(
                 viewers = batch.viewers.or(viewers);
             }
         }
+        buf.clear();
+        fold(&mut buf, &pending, opts.dialect);
         if let Some(count) = viewers {
             buf.extend_from_slice(&viewers_event(count));
         }
         if buf.is_empty() {
             continue;
         }
-        if out.send(&buf).is_err() {
+        let sent = out.send(&buf);
+        release_if_large(&mut buf);
+        if sent.is_err() {
             return End::ClientLeft;
         }
         beat_due = Instant::now() + opts.heartbeat;
+    }
+}
+
+/// What woke a writer.
+enum Wake {
+    /// A batch arrived on the client's channel.
+    Batch(Message),
+    /// The hub closed the channel: too slow, or shutting down.
+    Closed,
+    /// The fault panel asked to drop this connection (or went away).
+    Dropped,
+    /// The fault panel changed this stream's mode: release what it held.
+    Changed,
+    /// Nothing for a heartbeat period: time for a heartbeat.
+    Beat,
+}
+
+/// Waits for the next thing the writer must act on, until `beat_due`;
+/// `pokes` is the fault panel's channel, if it holds this stream.
+///
+/// Without the fault panel (every real deployment) the writer waits on its
+/// one channel with `recv_deadline`: one futex wait per wake-up. A `select!`
+/// over three sources registers and unregisters the thread with each of them
+/// on every wake, which is what a like storm multiplies by every client; it is
+/// kept for `--classroom`, whose pokes need their own channel.
+fn wait(
+    rx: &crossbeam_channel::Receiver<Message>,
+    pokes: Option<&crossbeam_channel::Receiver<Poke>>,
+    beat_due: Instant,
+) -> Wake {
+    use crossbeam_channel::RecvTimeoutError;
+    let Some(pokes) = pokes else {
+        return match rx.recv_deadline(beat_due) {
+            Ok(batch) => Wake::Batch(batch),
+            Err(RecvTimeoutError::Timeout) => Wake::Beat,
+            Err(RecvTimeoutError::Disconnected) => Wake::Closed,
+        };
+    };
+    crossbeam_channel::select! {
+        recv(rx) -> batch => batch.map_or(Wake::Closed, Wake::Batch),
+        recv(pokes) -> poke => match poke {
+            Ok(Poke::Drop) | Err(_) => Wake::Dropped,
+            Ok(Poke::Changed) => Wake::Changed,
+        },
+        default(beat_due.saturating_duration_since(Instant::now())) => Wake::Beat,
     }
 }
 
@@ -202,8 +252,13 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::store::{Event, LikeOp, Store};
 
-    /// Runs a Live stream over `batches` (then the hub closes) and returns the body.
+    /// Runs a Live `/events` stream over `batches` (then the hub closes) and returns the body.
     fn stream_batches(store: MemoryStore, batches: Vec<Vec<Event>>) -> String {
+        stream_batches_in(store, batches, Dialect::Standard)
+    }
+
+    /// As [`stream_batches`], in `dialect`.
+    fn stream_batches_in(store: MemoryStore, batches: Vec<Vec<Event>>, dialect: Dialect) -> String {
         let replayer = Replayer::new(
             Arc::new(store),
             Arc::new(crate::recent::Recent::new(0, 0)),
@@ -218,7 +273,7 @@ mod tests {
         let sink = SharedSink::default();
         let mut wire = Wire::new(Box::new(sink.clone()), Framing::CloseDelimited);
         let opts = StreamOptions {
-            dialect: Dialect::Standard,
+            dialect,
             resume: Resume::Live,
             heartbeat: Duration::from_secs(60),
             viewers: false,
@@ -262,6 +317,39 @@ mod tests {
             ],
         );
         assert_eq!(ids(&body), vec![2, 3, 4, 5, 6], "{body}");
+    }
+
+    /// Two batches queued together for one write: three likes of comment 1,
+    /// a like, an unlike and a like again.
+    fn queued_storm(dialect: Dialect) -> String {
+        stream_batches_in(
+            store_with_likes(100, 0),
+            vec![
+                vec![like(2, 1, 1, LikeOp::Like), like(3, 1, 0, LikeOp::Unlike)],
+                vec![like(4, 1, 1, LikeOp::Like)],
+            ],
+            dialect,
+        )
+    }
+
+    /// Batches queued together go out in one write, folded: of the likes of
+    /// a comment only the newest, with the last id queued.
+    #[test]
+    fn queued_likes_are_folded_across_batches() {
+        assert_eq!(
+            queued_storm(Dialect::Standard),
+            "id: 4\nevent: like\ndata: {\"id\":1,\"score\":1}\n\n",
+            "one frame, the newest score"
+        );
+    }
+
+    /// The seed's stream is never folded: every `member@METHOD` goes out.
+    #[test]
+    fn seed_stream_is_not_folded() {
+        assert_eq!(
+            queued_storm(Dialect::Seed),
+            "id: 2\ndata: 1@POST\n\nid: 3\ndata: 1@DELETE\n\nid: 4\ndata: 1@POST\n\n"
+        );
     }
 
     /// A gap that history no longer covers becomes `event: reset`, and ids still rise.

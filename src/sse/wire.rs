@@ -9,6 +9,20 @@
 
 use std::io::{self, Write};
 
+/// The most room a writer's buffers keep between writes. A live event is
+/// 50-300 bytes, so ordinary writes reuse their buffer; a replay page or a
+/// storm's write can be a hundred KiB, and keeping that for the life of the
+/// stream would make every client of a reconnect storm cost its largest page
+/// while idle for hours. Past this, the buffer is freed after the write.
+pub(super) const KEEP_BYTES: usize = 4096;
+
+/// Frees `buf` if a large write left it holding more than [`KEEP_BYTES`].
+pub(super) fn release_if_large(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_BYTES {
+        *buf = Vec::new();
+    }
+}
+
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -40,9 +54,9 @@ pub struct Wire {
     out: Box<dyn Write + Send>,
     /// How the body is delimited: chunks (HTTP/1.1) or the connection's end (HTTP/1.0).
     framing: Framing,
-    /// The chunk being assembled, reused across writes. Grows to the largest
-    /// write and stays there; an idle client never pays for room it does not
-    /// use (memory per client is a target).
+    /// The chunk being assembled, reused across writes of up to
+    /// [`KEEP_BYTES`] and freed after a larger one: an idle client never pays
+    /// for room it does not use (memory per client is a target).
     frame: Vec<u8>,
 }
 
@@ -74,7 +88,9 @@ impl Wire {
                 write!(self.frame, "{:x}\r\n", body.len())?;
                 self.frame.extend_from_slice(body);
                 self.frame.extend_from_slice(b"\r\n");
-                self.out.write_all(&self.frame)?;
+                let written = self.out.write_all(&self.frame);
+                release_if_large(&mut self.frame);
+                written?;
             }
         }
         self.out.flush()
@@ -107,6 +123,21 @@ mod tests {
             sink.take(),
             b"d\r\nretry: 3000\n\n\r\nd\r\n: heartbeat\n\n\r\n0\r\n\r\n".to_vec()
         );
+    }
+
+    /// A large write (a replay page) leaves no large buffer behind; small
+    /// ones keep theirs for the next write.
+    #[test]
+    fn large_writes_leave_no_buffer_behind() {
+        let sink = SharedSink::default();
+        let mut wire = Wire::new(Box::new(sink.clone()), Framing::Chunked);
+        wire.send(HEARTBEAT).unwrap();
+        assert!(wire.frame.capacity() > 0, "a small write keeps its buffer");
+        let page = vec![b'x'; 100 * 1024];
+        wire.send(&page).unwrap();
+        assert_eq!(wire.frame.capacity(), 0);
+        // Both went out whole: "d\r\n" + 13 + CRLF, then "19000\r\n" + the page + CRLF.
+        assert_eq!(sink.take().len(), (3 + 13 + 2) + (7 + 100 * 1024 + 2));
     }
 
     /// Close-delimited framing writes the bytes as they are.

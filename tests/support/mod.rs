@@ -612,6 +612,33 @@ pub fn like_at(addr: SocketAddr, method: &str, id: u64, visitor: &str) -> Respon
     )
 }
 
+/// Starts `threads` senders, each liking `each` times as fast as the replies
+/// come: like `k` of sender `t` goes to comment `comment(t, k)` from visitor
+/// `1 + t * 1000 + k` (so every like is a new one), and must be answered 200.
+/// Returns the senders, to join.
+#[allow(dead_code, reason = "only the suites that run like storms call it")]
+pub fn like_storm<F>(
+    addr: SocketAddr,
+    threads: u64,
+    each: u64,
+    comment: F,
+) -> Vec<std::thread::JoinHandle<()>>
+where
+    F: Fn(u64, u64) -> u64 + Clone + Send + 'static,
+{
+    (0..threads)
+        .map(|t| {
+            let comment = comment.clone();
+            std::thread::spawn(move || {
+                for k in 0..each {
+                    let r = like_at(addr, "POST", comment(t, k), &visitor(1 + t * 1000 + k));
+                    assert_eq!(r.status, 200, "{}", r.text());
+                }
+            })
+        })
+        .collect()
+}
+
 /// A visitor id in the cookie's format (32 hex digits) derived from `n`.
 #[allow(
     dead_code,
