@@ -57,6 +57,8 @@ pub struct Server {
     app: Arc<App>,
     /// A duplicate of the listening socket, for the accept watchdog.
     probe: Option<TcpListener>,
+    /// The descriptor tiny_http accepts on (the watchdog finds its thread by it).
+    accept_fd: i32,
     /// Deadlines and byte budgets for requests (tiny_http has none).
     guard: Guard,
     /// Live SSE writer threads, which shutdown waits for.
@@ -92,6 +94,7 @@ impl Server {
         let listener = bind(app.config.listen)?;
         let addr = listener.local_addr()?;
         let probe = listener.try_clone().ok();
+        let accept_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let watched = listener.try_clone()?;
         let http = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| io::Error::other(format!("starting tiny_http: {e}")))?;
@@ -107,6 +110,7 @@ impl Server {
             addr,
             app,
             probe,
+            accept_fd,
             guard,
             streams: Arc::new(AtomicUsize::new(0)),
             in_flight,
@@ -125,7 +129,7 @@ impl Server {
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
         if let Some(probe) = self.probe.take() {
             let fatal = fatal_tx.clone();
-            crate::watchdog::spawn(probe, move |why| {
+            crate::watchdog::spawn(probe, self.accept_fd, move |why| {
                 let _ = fatal.try_send(why);
             });
         }

@@ -4,11 +4,14 @@
 //! The trap: tiny_http accepts connections on a thread of its own. When it
 //! runs out of file descriptors it panics there (or, for other accept errors,
 //! ends the loop), and the process lives on, accepting nothing: a server that
-//! looks up but is dead. We cannot join that thread, but we can watch its
-//! work: a live accept loop drains the listener's accept queue within
-//! milliseconds, so a queue that stays non-empty for seconds means nobody is
-//! accepting. The kernel reports the queue length of a listening socket in
-//! `TCP_INFO` (`tcpi_unacked`).
+//! looks up but is dead. We cannot join that thread, but we can see it: the
+//! one thread of ours that sleeps in `accept` on the listener
+//! (`/proc/self/task/*/syscall`). Once found, it is known by its id and start
+//! time, and the loop is dead when that thread is gone. (Watching the accept
+//! queue instead, which a live loop keeps empty, misfires under a connect
+//! storm faster than accepting; it remains the fallback where the thread
+//! cannot be seen: the kernel reports a listener's queue in `TCP_INFO`'s
+//! `tcpi_unacked`.)
 
 use std::net::TcpListener;
 use std::thread;
@@ -20,15 +23,35 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// burst of connects empties the queue far faster than that.
 const STUCK_SAMPLES: u32 = 6;
 
-/// Starts the watchdog on a duplicate of the listening socket; `on_dead` is
-/// called once if the accept queue stops draining.
-pub fn spawn(listener: TcpListener, on_dead: impl FnOnce(String) + Send + 'static) {
+/// Starts the watchdog on a duplicate of the listening socket; `accept_fd` is
+/// the descriptor tiny_http accepts on. `on_dead` is called once if its
+/// accept thread ends (or, where threads cannot be seen, if the accept queue
+/// stops draining).
+pub fn spawn(listener: TcpListener, accept_fd: i32, on_dead: impl FnOnce(String) + Send + 'static) {
     let started = thread::Builder::new()
         .name("accept-watchdog".into())
         .spawn(move || {
             let mut stuck = 0;
+            let mut acceptor = None;
             loop {
                 thread::sleep(SAMPLE_EVERY);
+                if acceptor.is_none() {
+                    acceptor = find_acceptor(accept_fd);
+                    if let Some((tid, _)) = acceptor {
+                        log::debug!("watchdog: tiny_http's accept thread is {tid}");
+                    }
+                }
+                if let Some((tid, started)) = acceptor {
+                    if thread_start(tid) != Some(started) {
+                        on_dead(
+                            "the accept loop ended: tiny_http's accept thread is gone \
+                             (out of file descriptors?)"
+                                .to_string(),
+                        );
+                        return;
+                    }
+                    continue;
+                }
                 match queued(&listener) {
                     Some(0) => stuck = 0,
                     Some(n) => {
@@ -64,6 +87,19 @@ fn queued(_: &TcpListener) -> Option<u32> {
     None
 }
 
+#[cfg(target_os = "linux")]
+use crate::guard::sys::{acceptor as find_acceptor, thread_start};
+
+#[cfg(not(target_os = "linux"))]
+fn find_acceptor(_: i32) -> Option<(u32, u64)> {
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_start(_: u32) -> Option<u64> {
+    None
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -86,7 +122,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let _waiting = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (tx, rx) = crossbeam_channel::bounded(1);
-        spawn(listener, move |why| {
+        spawn(listener, -1, move |why| {
             let _ = tx.send(why);
         });
         let why = rx

@@ -182,6 +182,32 @@ pub fn someone_reads(fds: &[i32]) -> bool {
     }
 }
 
+/// This process's thread sleeping in `accept` on `fd`, as its id and its start
+/// time (which tells it from a later thread given the same id), if one is.
+pub fn acceptor(fd: i32) -> Option<(u32, u64)> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    tasks.flatten().find_map(|task| {
+        let line = std::fs::read_to_string(task.path().join("syscall")).ok()?;
+        let mut fields = line.split_whitespace();
+        let nr: libc::c_long = fields.next()?.parse().ok()?;
+        let arg = i32::from_str_radix(fields.next()?.strip_prefix("0x")?, 16).ok()?;
+        if ![libc::SYS_accept, libc::SYS_accept4].contains(&nr) || arg != fd {
+            return None;
+        }
+        let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+        Some((tid, thread_start(tid)?))
+    })
+}
+
+/// When thread `tid` of this process started, in clock ticks since boot
+/// (`/proc/self/task/<tid>/stat`, field 22); `None` once it has ended.
+pub fn thread_start(tid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The descriptor a `/proc/<tid>/syscall` line shows its thread reading, if it
 /// sleeps in `read`, `readv`, `recvfrom` or `recvmsg`.
 fn reads_from(line: &str) -> Option<i32> {
@@ -243,6 +269,24 @@ mod tests {
         client.write_all(b"x").unwrap();
         let _still_open = reader.join().unwrap();
         assert!(!someone_reads(&[fd]), "the reader has returned");
+    }
+
+    /// The thread blocked in `accept` on a listener is found, with a start time
+    /// that stays the same while it lives.
+    #[test]
+    fn finds_the_thread_in_accept() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = listener.as_raw_fd();
+        assert_eq!(acceptor(fd), None, "nobody accepts yet");
+        let addr = listener.local_addr().unwrap();
+        let acceptor_thread = std::thread::spawn(move || listener.accept().map(|_| ()));
+        std::thread::sleep(Duration::from_millis(100));
+        let (tid, started) = acceptor(fd).expect("the accepting thread is seen");
+        assert_eq!(thread_start(tid), Some(started));
+        TcpStream::connect(addr).unwrap();
+        acceptor_thread.join().unwrap().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_ne!(thread_start(tid), Some(started), "it has ended");
     }
 
     /// Counters see bytes arrive unread, then read.
