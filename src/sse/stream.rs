@@ -123,6 +123,20 @@ pub fn run(
     // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
     let mut beat_due = Instant::now() + opts.heartbeat;
     loop {
+        // The hub is patient while we catch up: a full channel skips batches
+        // instead of dropping us (hub.rs). Catching up ends once history has
+        // given us what it skipped and the channel has room again.
+        match last_sent {
+            Some(last) if sub.take_skipped() => {
+                match replayer.catch_up(&mut out, last, true, opts.dialect) {
+                    Ok(caught_up) => last_sent = Some(caught_up),
+                    Err(_) => return End::ClientLeft,
+                }
+                beat_due = Instant::now() + opts.heartbeat;
+            }
+            _ if !sub.rx.is_full() => sub.set_catching_up(false),
+            _ => {}
+        }
         let first = crossbeam_channel::select! {
             recv(sub.rx) -> batch => match batch {
                 Ok(batch) => batch,
@@ -160,6 +174,7 @@ pub fn run(
                         return End::ClientLeft;
                     }
                     buf.clear();
+                    sub.set_catching_up(true);
                     match replayer.catch_up(&mut out, last, true, opts.dialect) {
                         Ok(caught_up) => last_sent = Some(caught_up),
                         Err(_) => return End::ClientLeft,
@@ -260,6 +275,19 @@ mod tests {
             ],
         );
         assert_eq!(ids(&body), vec![2, 3, 4, 5, 6], "{body}");
+    }
+
+    /// Batches the hub skipped while the writer was still catching up (its
+    /// channel full) come from history: every id once, and the stream stays.
+    #[test]
+    fn batches_skipped_while_catching_up_come_from_history() {
+        let n = crate::hub::CHANNEL_BOUND as u64 + 20;
+        let store = store_with_likes(1000, n - 1); // events 1..=n
+        let batches = (1..=n)
+            .map(|id| vec![like(id, 1, id, LikeOp::Like)])
+            .collect();
+        let body = stream_batches(store, batches);
+        assert_eq!(ids(&body), (1..=n).collect::<Vec<_>>(), "{body}");
     }
 
     /// A gap that history no longer covers becomes `event: reset`, and ids still rise.
