@@ -531,7 +531,7 @@ impl Report {
             r.tally.missed + r.tally.duplicates + r.tally.out_of_order,
             r.tally.dropped + (r.connect_failures + r.reconnect_failures) as u64,
         );
-        table_head(w, "| the same paced likes | seconds | likes acked | p50 | p99 | max | unanswered (server down) | other failures | CPU: server | Redis | generator | others |");
+        table_head(w, "| the same paced likes | seconds | likes acked | p50 | p99 | max | unanswered (server down) | other failures | CPU (storm: from the restart on): server | Redis | generator | others |");
         for (name, run) in [("no storm", &r.calm), ("during the storm", &r.storm)] {
             let _ = writeln!(
                 w,

@@ -531,7 +531,6 @@ pub fn restart_storm(
 
     step("  the same likes while the server is SIGKILLed and restarted");
     let addr = server.addr;
-    let cpu = CpuMeter::start(None, redis.pid());
     let started = Instant::now();
     let storm_jobs = paced(addr, senders, started + sizes.restart_storm);
     let handles: Vec<_> = storm_jobs
@@ -549,6 +548,8 @@ pub fn restart_storm(
         .listen(addr)
         .start();
     let up = Instant::now();
+    // CPU from the restart on: the new process is the one the storm hits.
+    let cpu = CpuMeter::start(Some(server.pid()), redis.pid());
     // The clients notice the kill at once and come back when EventSource would.
     thread::sleep((killed + EVENTSOURCE_RETRY).saturating_duration_since(Instant::now()));
     let (clients, mut tally) = readers.stop();
