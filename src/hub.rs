@@ -17,9 +17,15 @@
 //! writer has read past it. The check (`len`, then `send`) cannot race:
 //! every send happens in `publish`, under the hub's lock, and the writer
 //! only ever makes the channel shorter.
+//!
+//! Except while its writer is catching up (replaying history, perhaps after a
+//! wait in line behind other replays): then a full channel skips the message
+//! for that subscriber and marks it skipped, and the writer fills the hole
+//! from history once its replay is done. Dropping it instead would send the
+//! client back to replay again, and in a reconnect storm that never ends.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -44,9 +50,9 @@ pub struct Hub<T> {
 struct Inner<T> {
     /// The next subscription id: how a dropped subscription finds its entry.
     next_id: u64,
-    /// Each subscriber's channel, by subscription id; `publish` keeps each
-    /// under [`CHANNEL_BOUND`].
-    subscribers: HashMap<u64, Sender<T>>,
+    /// Each subscriber's channel, by subscription id, and what its writer
+    /// says of itself; `publish` keeps each channel under [`CHANNEL_BOUND`].
+    subscribers: HashMap<u64, (Sender<T>, Arc<Standing>)>,
     /// Once closed (shutdown), nobody may subscribe and every channel is gone.
     closed: bool,
 }
@@ -68,6 +74,30 @@ pub struct Subscription<T> {
     pub rx: Receiver<T>,
     /// The hub to leave on drop.
     hub: Arc<Hub<T>>,
+    standing: Arc<Standing>,
+}
+
+/// What the hub and a subscriber's writer both know of it.
+struct Standing {
+    /// Set while the writer catches up from history (from subscribing until
+    /// it says it is done): a full channel then skips, it does not drop.
+    catching_up: AtomicBool,
+    /// A message was skipped since the writer last asked.
+    skipped: AtomicBool,
+}
+
+impl<T> Subscription<T> {
+    /// Says whether the writer is catching up from history (a new
+    /// subscription is, until told otherwise).
+    pub fn set_catching_up(&self, yes: bool) {
+        self.standing.catching_up.store(yes, Ordering::SeqCst);
+    }
+
+    /// True once after messages were skipped while catching up: history
+    /// holds them, and the writer must send them.
+    pub fn take_skipped(&self) -> bool {
+        self.standing.skipped.swap(false, Ordering::SeqCst)
+    }
 }
 
 impl<T> Drop for Subscription<T> {
@@ -112,24 +142,34 @@ impl<T: Clone> Hub<T> {
         let (tx, rx) = unbounded();
         inner.next_id += 1;
         let id = inner.next_id;
-        inner.subscribers.insert(id, tx);
+        let standing = Arc::new(Standing {
+            catching_up: AtomicBool::new(true),
+            skipped: AtomicBool::new(false),
+        });
+        inner.subscribers.insert(id, (tx, Arc::clone(&standing)));
         Ok(Subscription {
             id,
             rx,
             hub: Arc::clone(self),
+            standing,
         })
     }
 
     /// Hands `msg` to every subscriber without waiting for any of them. Returns
-    /// how many received it. A subscriber with [`CHANNEL_BOUND`] messages
-    /// queued is dropped as too slow.
+    /// how many are subscribed. A subscriber with [`CHANNEL_BOUND`] messages
+    /// queued is dropped as too slow, unless its writer is catching up (then
+    /// the message is skipped for it).
     pub fn publish(&self, msg: T) -> usize {
         let mut inner = self.lock();
         let mut slow = 0;
-        inner.subscribers.retain(|_, tx| {
+        inner.subscribers.retain(|_, (tx, standing)| {
             // Only sends make a channel longer, and they all happen here,
             // under the lock: the length cannot grow between check and send.
             if tx.len() >= CHANNEL_BOUND {
+                if standing.catching_up.load(Ordering::SeqCst) {
+                    standing.skipped.store(true, Ordering::SeqCst);
+                    return true;
+                }
                 slow += 1;
                 return false;
             }
@@ -231,6 +271,9 @@ mod tests {
         let hub = Hub::new(10);
         let slow = hub.subscribe().unwrap();
         let fast = hub.subscribe().unwrap();
+        for sub in [&slow, &fast] {
+            sub.set_catching_up(false);
+        }
         for i in 0..CHANNEL_BOUND + 1 {
             hub.publish(i);
             assert_eq!(fast.rx.try_recv().unwrap(), i);
@@ -249,6 +292,7 @@ mod tests {
     fn bound_is_kept_without_preallocating() {
         let hub = Hub::new(10);
         let behind = hub.subscribe().unwrap();
+        behind.set_catching_up(false);
         assert_eq!(behind.rx.capacity(), None, "no slots reserved up front");
         for i in 0..CHANNEL_BOUND {
             assert_eq!(hub.publish(i), 1);
@@ -264,6 +308,28 @@ mod tests {
             behind.rx.try_iter().collect::<Vec<_>>(),
             (1..=CHANNEL_BOUND).collect::<Vec<_>>()
         );
+    }
+
+    /// A subscriber still catching up from history is not dropped for a full
+    /// channel: the message is skipped for it, and it is told so once; once
+    /// caught up, a full channel drops it again.
+    #[test]
+    fn catching_up_skips_instead_of_dropping() {
+        let hub = Hub::new(10);
+        let replaying = hub.subscribe().unwrap();
+        for i in 0..CHANNEL_BOUND + 3 {
+            assert_eq!(hub.publish(i), 1);
+        }
+        assert_eq!(hub.dropped_slow(), 0);
+        assert!(replaying.take_skipped());
+        assert!(!replaying.take_skipped(), "told once");
+        let kept: Vec<usize> = replaying.rx.try_iter().collect();
+        assert_eq!(kept, (0..CHANNEL_BOUND).collect::<Vec<_>>());
+        replaying.set_catching_up(false);
+        for i in 0..CHANNEL_BOUND + 1 {
+            hub.publish(i);
+        }
+        assert_eq!((hub.len(), hub.dropped_slow()), (0, 1));
     }
 
     /// disconnect_all closes every channel, yet new subscribers are welcome.

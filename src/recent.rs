@@ -46,7 +46,13 @@ pub struct Recent {
 struct Ring {
     /// Batches as the pump published them, oldest first, ids consecutive.
     batches: VecDeque<Message>,
-    /// Events in `batches`, for the count bound.
+    /// Events at the start of the oldest batch that no longer count: the ring
+    /// gives up its oldest events one at a time, not a batch at a time, since
+    /// the startup fill pushes pages of up to [`FILL_PAGE`] events as one
+    /// batch each (dropping such a page whole at the first live event would
+    /// empty a small ring just when a restarted server's crowd comes back).
+    front_skip: usize,
+    /// Events and bytes counted (those of `front_skip` excluded).
     events: usize,
     /// Bytes of their frames, for the memory bound.
     bytes: usize,
@@ -102,15 +108,24 @@ impl Recent {
         ring.bytes += bytes_of(&kept);
         ring.batches.push_back(kept);
         while ring.batches.len() > 1 && self.over(&ring) {
-            if let Some(old) = ring.batches.pop_front() {
-                ring.events -= old.events.len();
-                ring.bytes -= bytes_of(&old);
+            // Give up the oldest event still counted; its batch goes with its last.
+            let (size, len) = {
+                let front = &ring.batches[0];
+                (front.events[ring.front_skip].size(), front.events.len())
+            };
+            ring.events -= 1;
+            ring.bytes -= size;
+            ring.front_skip += 1;
+            if ring.front_skip == len {
+                ring.batches.pop_front();
+                ring.front_skip = 0;
             }
         }
         if self.over(&ring) {
             // One batch larger than the whole ring: keep its newest events.
             let only = ring.batches.pop_front().expect("over means not empty");
-            let mut keep = only.events.len().min(self.max_events);
+            let counted = only.events.len() - std::mem::take(&mut ring.front_skip);
+            let mut keep = counted.min(self.max_events);
             while keep > 0
                 && bytes_of_events(&only.events[only.events.len() - keep..]) > self.max_bytes
             {
@@ -195,7 +210,7 @@ impl Ring {
     fn first_id(&self) -> Option<u64> {
         self.batches
             .front()
-            .and_then(|b| b.events.first())
+            .and_then(|b| b.events.get(self.front_skip))
             .map(|e| e.id)
     }
 
@@ -267,6 +282,23 @@ mod tests {
         recent.push(&batch(9..=10));
         assert_eq!(ids(recent.since(8), 8), Some(vec![9, 10]));
         assert_eq!(ids(recent.since(4), 4), None, "the gap emptied it");
+    }
+
+    /// A ring filled at startup with one batch as large as the ring (a page of
+    /// the fill) gives up only as many of its events as live ones come in.
+    #[test]
+    fn a_filled_page_is_given_up_an_event_at_a_time() {
+        let recent = Recent::new(200, 1 << 20);
+        recent.push(&batch(1..=200));
+        recent.push(&batch(201..=203));
+        assert_eq!(recent.len(), 200);
+        assert_eq!(ids(recent.since(3), 3), Some((4..=203).collect()));
+        assert_eq!(ids(recent.since(2), 2), None, "3 is no longer held");
+        for id in 204..=400 {
+            recent.push(&batch(id..=id));
+        }
+        assert_eq!(ids(recent.since(200), 200), Some((201..=400).collect()));
+        assert_eq!(ids(recent.since(199), 199), None);
     }
 
     /// Bounded by events and by bytes, oldest batches first; cleared on demand.

@@ -14,7 +14,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{find, raise_fd_limit, visitor, Backend, Frame, Likeboard, SseClient};
+use support::{
+    dechunk, find, next_block, raise_fd_limit, visitor, Backend, Frame, Likeboard, SseClient,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -532,34 +534,6 @@ impl ReconnectingClient {
         }
         false
     }
-}
-
-/// Moves every complete chunk from `raw` to `body`; true at the zero chunk.
-fn dechunk(raw: &mut Vec<u8>, body: &mut Vec<u8>) -> bool {
-    loop {
-        let Some(eol) = find(raw, b"\r\n") else {
-            return false;
-        };
-        let size = std::str::from_utf8(&raw[..eol])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-            .unwrap_or_else(|| panic!("bad chunk size line {:?}", &raw[..eol]));
-        if size == 0 {
-            return true;
-        }
-        if raw.len() < eol + 2 + size + 2 {
-            return false;
-        }
-        body.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
-        raw.drain(..eol + 2 + size + 2);
-    }
-}
-
-/// Takes the next complete SSE block off the front of `body`.
-fn next_block(body: &mut Vec<u8>) -> Option<Frame> {
-    let end = find(body, b"\n\n")?;
-    let raw = String::from_utf8(body.drain(..end + 2).collect()).expect("UTF-8 frame");
-    Some(Frame::parse(raw))
 }
 
 /// A reconnecting client whose instance is SIGKILLed and restarted misses nothing: its ids rise

@@ -42,7 +42,10 @@ pub struct LikeJob {
 
 pub struct LikeResult {
     pub acked: u64,
+    /// Likes not answered with 200 and the expected score.
     pub failures: u64,
+    /// Of those, the ones that got no reply at all (refused, reset).
+    pub unanswered: u64,
     pub latency: Histogram,
 }
 
@@ -52,9 +55,14 @@ impl LikeJob {
         let mut result = LikeResult {
             acked: 0,
             failures: 0,
+            unanswered: 0,
             latency: Histogram::new(),
         };
         let started = Instant::now();
+        // The comment's score as our last reply gave it, and likes sent since
+        // then that got no reply (a server killed under them may or may not
+        // have applied each).
+        let (mut score, mut unknown) = (0, 0);
         for k in 0..self.max_likes {
             if let Some(gap) = self.gap {
                 thread::sleep((started + gap * k as u32).saturating_duration_since(Instant::now()));
@@ -65,8 +73,8 @@ impl LikeJob {
             let cookie = next_visitor();
             let t = Instant::now();
             if let Some((ledger, sender)) = &self.ledger {
-                // This like should make score acked + 1.
-                ledger.record_send(*sender, result.acked + 1, now_ns());
+                // This like should make score + 1.
+                ledger.record_send(*sender, score + 1, now_ns());
             }
             match self.http.request("POST", &path, Some(&cookie), None) {
                 Ok((200, body)) => {
@@ -74,13 +82,19 @@ impl LikeJob {
                     result.acked += 1;
                     // Another writer on our comment would break the matching of
                     // events to send times: count it, never hide it.
-                    if self.ledger.is_some()
-                        && json_number(&body, b"\"score\":") != Some(result.acked)
-                    {
-                        result.failures += 1;
+                    match json_number(&body, b"\"score\":") {
+                        Some(s) if s > score && s <= score + 1 + unknown => score = s,
+                        _ if self.ledger.is_some() => result.failures += 1,
+                        _ => {}
                     }
+                    unknown = 0;
                 }
-                _ => result.failures += 1,
+                Ok(_) => result.failures += 1,
+                Err(_) => {
+                    result.failures += 1;
+                    result.unanswered += 1;
+                    unknown += 1;
+                }
             }
         }
         result
@@ -259,30 +273,59 @@ pub fn connect_sse(
     n: usize,
     ledger: &Arc<Ledger>,
 ) -> (Vec<Conn<SseClient>>, usize) {
-    let per_thread = n.div_ceil(CONNECT_THREADS);
-    let handles: Vec<_> = (0..CONNECT_THREADS)
-        .map(|t| {
-            let count = per_thread.min(n.saturating_sub(t * per_thread));
-            let ledger = Arc::clone(ledger);
-            thread::spawn(move || {
-                let mut opened = Vec::with_capacity(count);
-                let mut failed = 0;
-                for _ in 0..count {
-                    match open_stream(addr, &ledger) {
-                        Ok(conn) => opened.push(conn),
-                        Err(e) => {
-                            if failed == 0 {
-                                eprintln!("load: an event stream failed to open: {e}");
-                            }
-                            failed += 1;
+    open_streams(
+        addr,
+        (0..n).map(|_| SseClient::new(Arc::clone(ledger))).collect(),
+    )
+}
+
+/// Opens a new stream for each client whose stream ended, as EventSource
+/// does: with `Last-Event-ID` set to the last id it saw, keeping what it saw
+/// so that a missed or repeated event still counts. Returns them and how
+/// many could not reconnect.
+pub fn reconnect_sse(
+    addr: SocketAddr,
+    conns: Vec<Conn<SseClient>>,
+) -> (Vec<Conn<SseClient>>, usize) {
+    open_streams(
+        addr,
+        conns
+            .into_iter()
+            .map(|c| {
+                let mut client = c.state;
+                client.chunk = Chunk::Size(0);
+                client.text.clear();
+                client
+            })
+            .collect(),
+    )
+}
+
+/// Opens one stream per client from [`CONNECT_THREADS`] threads.
+fn open_streams(addr: SocketAddr, mut clients: Vec<SseClient>) -> (Vec<Conn<SseClient>>, usize) {
+    let per_thread = clients.len().div_ceil(CONNECT_THREADS).max(1);
+    let mut handles = Vec::new();
+    while !clients.is_empty() {
+        let rest = clients.split_off(per_thread.min(clients.len()));
+        let mine = std::mem::replace(&mut clients, rest);
+        handles.push(thread::spawn(move || {
+            let mut opened = Vec::with_capacity(mine.len());
+            let mut failed = 0;
+            for client in mine {
+                match open_stream(addr, client) {
+                    Ok(conn) => opened.push(conn),
+                    Err(e) => {
+                        if failed == 0 {
+                            eprintln!("load: an event stream failed to open: {e}");
                         }
+                        failed += 1;
                     }
                 }
-                (opened, failed)
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(n);
+            }
+            (opened, failed)
+        }));
+    }
+    let mut all = Vec::new();
     let mut failed = 0;
     for h in handles {
         let (opened, f) = h.join().expect("a connecting thread panicked");
@@ -292,12 +335,16 @@ pub fn connect_sse(
     (all, failed)
 }
 
-fn open_stream(addr: SocketAddr, ledger: &Arc<Ledger>) -> io::Result<Conn<SseClient>> {
+fn open_stream(addr: SocketAddr, mut client: SseClient) -> io::Result<Conn<SseClient>> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let resume = match client.last_id {
+        0 => String::new(),
+        id => format!("Last-Event-ID: {id}\r\n"),
+    };
     write!(
         s,
-        "GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{resume}\r\n"
     )?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -312,7 +359,6 @@ fn open_stream(addr: SocketAddr, ledger: &Arc<Ledger>) -> io::Result<Conn<SseCli
         return Err(io::Error::other(format!("unexpected head: {head:?}")));
     }
     s.set_nonblocking(true)?;
-    let mut client = SseClient::new(Arc::clone(ledger));
     let mut tally = Tally::default();
     client.feed(&buf[head_end..], now_ns(), &mut tally);
     Ok(Conn::new(s, client))
@@ -322,6 +368,10 @@ fn open_stream(addr: SocketAddr, ledger: &Arc<Ledger>) -> io::Result<Conn<SseCli
 pub trait Feed: Send + 'static {
     /// Consumes bytes read at `now` (ns); returns how many deliveries completed.
     fn feed(&mut self, bytes: &[u8], now: u64, tally: &mut Tally) -> u64;
+    /// How far it has got: the last event id it saw (0 if it counts no ids).
+    fn position(&self) -> u64 {
+        0
+    }
 }
 
 /// One event-stream client: undoes chunked framing, splits events at blank
@@ -459,6 +509,10 @@ impl Feed for SseClient {
         self.text = text;
         delivered
     }
+
+    fn position(&self) -> u64 {
+        self.last_id
+    }
 }
 
 /// A floor socket: counts fixed-size frames and times each against its send.
@@ -544,6 +598,8 @@ impl Tally {
 pub struct Readers<C> {
     stop: Arc<AtomicBool>,
     progress: Arc<AtomicU64>,
+    /// The lowest [`Feed::position`] of each thread's connections.
+    lowest: Vec<Arc<AtomicU64>>,
     handles: Vec<JoinHandle<(Vec<Conn<C>>, Tally)>>,
 }
 
@@ -554,22 +610,40 @@ impl<C: Feed> Readers<C> {
         let progress = Arc::new(AtomicU64::new(0));
         let per_thread = conns.len().div_ceil(READER_THREADS).max(1);
         let mut handles = Vec::new();
+        let mut lowest = Vec::new();
         while !conns.is_empty() {
             let rest = conns.split_off(per_thread.min(conns.len()));
             let mine = std::mem::replace(&mut conns, rest);
             let (stop, progress) = (Arc::clone(&stop), Arc::clone(&progress));
+            let low = Arc::new(AtomicU64::new(0));
+            lowest.push(Arc::clone(&low));
             handles.push(
                 thread::Builder::new()
                     .name("reader".into())
-                    .spawn(move || read_loop(mine, &stop, &progress))
+                    .spawn(move || read_loop(mine, &stop, &progress, &low))
                     .expect("spawning a reader thread"),
             );
         }
         Readers {
             stop,
             progress,
+            lowest,
             handles,
         }
+    }
+
+    /// Waits until every connection's position is at least `target`, or
+    /// `limit` passed; how long that took, if it happened.
+    pub fn wait_position(&self, target: u64, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            let low = self.lowest.iter().map(|l| l.load(Ordering::SeqCst)).min();
+            if low.unwrap_or(u64::MAX) >= target {
+                return Some(started.elapsed());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        None
     }
 
     /// Waits until `expected` deliveries were counted, or no progress was made
@@ -609,6 +683,7 @@ fn read_loop<C: Feed>(
     mut conns: Vec<Conn<C>>,
     stop: &AtomicBool,
     progress: &AtomicU64,
+    lowest: &AtomicU64,
 ) -> (Vec<Conn<C>>, Tally) {
     let mut tally = Tally::default();
     // SAFETY: epoll_create1 returns a new descriptor (or -1, checked).
@@ -675,6 +750,8 @@ fn read_loop<C: Feed>(
                 }
             }
         }
+        let low = conns.iter().map(|c| c.state.position()).min();
+        lowest.store(low.unwrap_or(u64::MAX), Ordering::SeqCst);
     }
     (conns, tally)
 }

@@ -7,7 +7,11 @@
 //! a like storm under 1,000 clients; the server's memory, threads and
 //! descriptors per idle client; and two limits measured in the same run: the
 //! same Lua script driven straight at Redis (the ceiling for likes/s) and one
-//! thread writing a frame to N plain sockets (the floor for fan-out).
+//! thread writing a frame to N plain sockets (the floor for fan-out). Last,
+//! the reconnect storm (its own issue): N clients caught up, the server
+//! SIGKILLed and started again on its port, every client back with its
+//! `Last-Event-ID`; the time until all have caught up, and paced likes' p99
+//! during the storm beside the same likes without one.
 //!
 //! `-- --quick` runs every scenario at small sizes (under a minute) and writes
 //! `target/bench-quick.md` instead of BENCHMARKS.md. Timings never decide a
@@ -48,7 +52,7 @@ use std::time::{Duration, Instant};
 use clients::{next_visitor, HttpConn};
 use procstat::{epoch, CpuMeter, ProcSnapshot};
 use report::{kept_notes, load_average, machine, Report};
-use scenarios::{direct_ceiling, fan_out, like_throughput, storm, Burst};
+use scenarios::{direct_ceiling, fan_out, like_throughput, restart_storm, storm, Burst};
 use support::{raise_fd_limit, Likeboard, RedisServer};
 
 /// The server's default key prefix; its keys live under `{likeboard}:`.
@@ -75,6 +79,13 @@ pub struct Sizes {
     pub storm_clients: usize,
     pub storm_senders: usize,
     pub storm_secs: u64,
+    /// The restart storm: SSE clients, the history before they connect, how
+    /// long the paced likes run without a storm, and during it (the kill
+    /// comes 1 s in, the clients back 3 s later).
+    pub restart_clients: usize,
+    pub restart_history: usize,
+    pub restart_calm: Duration,
+    pub restart_storm: Duration,
     /// How long idle clients are left before the server is weighed: longer than
     /// tiny_http's pool keeps an idle thread (5 s), so that threads the connect
     /// burst needed for a moment are gone and the figures are the steady state.
@@ -93,6 +104,10 @@ impl Sizes {
             storm_clients: 1_000,
             storm_senders: 16,
             storm_secs: 10,
+            restart_clients: 1_000,
+            restart_history: 5_000,
+            restart_calm: Duration::from_secs(5),
+            restart_storm: Duration::from_secs(8),
             idle_settle: Duration::from_secs(6),
         }
     }
@@ -105,6 +120,10 @@ impl Sizes {
             fan_out_likes: 10,
             storm_clients: 100,
             storm_secs: 2,
+            restart_clients: 100,
+            restart_history: 1_000,
+            restart_calm: Duration::from_secs(2),
+            restart_storm: Duration::from_secs(6),
             idle_settle: Duration::from_secs(1),
             ..Sizes::full()
         }
@@ -198,7 +217,14 @@ fn run(sizes: &Sizes) -> Report {
     step("like storm");
     report.storm = Some(storm(&server, &redis, sizes, &mut report));
     server.wait_quiet(&redis, &mut report);
+
+    // Last, as it replaces the server with a new process on the same port.
+    step("reconnect storm");
     report.server_log_warnings = server.log_warnings();
+    let (restart, server) = restart_storm(server, &redis, sizes, &mut report);
+    report.restart = Some(restart);
+    server.wait_quiet(&redis, &mut report);
+    report.server_log_warnings.extend(server.log_warnings());
     report.load_average.1 = load_average();
     report
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::clients::{Tally, FLOOR_FRAME, READER_THREADS};
 use crate::procstat::ProcSnapshot;
-use crate::scenarios::{Burst, FanOut, LikeRun, Storm, BURST_PATH};
+use crate::scenarios::{Burst, FanOut, LikeRun, Restart, Storm, BURST_PATH};
 use crate::support::{Likeboard, RedisServer};
 use crate::{RedisProbe, Sizes, IDLE_SAMPLE};
 
@@ -117,6 +117,7 @@ pub struct Report {
     pub burst: Option<Burst>,
     pub fan_out: Vec<FanOut>,
     pub storm: Option<Storm>,
+    pub restart: Option<Restart>,
     /// (idle SSE clients, the server's process figures then).
     pub memory: Vec<(usize, ProcSnapshot)>,
     /// Anything that did not go as planned, said plainly in the report.
@@ -237,6 +238,9 @@ impl Report {
         }
         if let Some(s) = &self.storm {
             phases.push(("the storm".into(), s.likes.cpu.others));
+        }
+        if let Some(r) = &self.restart {
+            phases.push(("the reconnect storm".into(), r.storm.cpu.others));
         }
         phases.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))
     }
@@ -488,6 +492,61 @@ impl Report {
             );
         }
         let _ = writeln!(w);
+
+        if let Some(r) = &self.restart {
+            self.restart_section(w, r);
+        }
+    }
+
+    /// 6: the reconnect storm, with the same paced likes measured without it.
+    fn restart_section(&self, w: &mut String, r: &Restart) {
+        let secs =
+            |d: Option<Duration>| d.map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+        let _ = writeln!(
+            w,
+            "### 6. Reconnect storm
+"
+        );
+        let _ = writeln!(
+            w,
+            "{} SSE clients caught up, with {} events in the store's history; {} senders like every {} ms, \
+             each its own comment. The server is SIGKILLed and started again on its port \
+             (down {:.2} s); every client reconnects with its `Last-Event-ID` 3 s after the \
+             kill, as EventSource does (the `retry:` each stream starts with). Caught up: \
+             every client has every event up to the newest one when they came back.\n",
+            int(r.clients as u64),
+            int(r.history),
+            r.calm.clients,
+            crate::scenarios::RESTART_GAP.as_millis(),
+            r.down.as_secs_f64(),
+        );
+        table_head(w, "| time to catch up, from the restart | from the clients' return | replays from memory | from Redis | missed, duplicated or out of order | dropped or not reconnected |");
+        let _ = writeln!(
+            w,
+            "| **{}** | {} | {} | {} | {} | {} |\n",
+            secs(r.caught_up_after_restart),
+            secs(r.caught_up_after_return),
+            int(r.replays_memory),
+            int(r.replays_store),
+            r.tally.missed + r.tally.duplicates + r.tally.out_of_order,
+            r.tally.dropped + (r.connect_failures + r.reconnect_failures) as u64,
+        );
+        table_head(w, "| the same paced likes | seconds | likes acked | p50 | p99 | max | unanswered (server down) | other failures | CPU (storm: from the restart on): server | Redis | generator | others |");
+        for (name, run) in [("no storm", &r.calm), ("during the storm", &r.storm)] {
+            let _ = writeln!(
+                w,
+                "| {name} | {:.1} | {} | {} | **{}** | {} | {} | {} | {} |",
+                run.secs,
+                int(run.acked),
+                ms(run.latency.p50()),
+                ms(run.latency.p99()),
+                ms(run.latency.max_ms()),
+                run.unanswered,
+                run.failures - run.unanswered,
+                run.cpu.cells(),
+            );
+        }
+        let _ = writeln!(w);
     }
 
     fn targets_section(&self, w: &mut String, sizes: &Sizes) {
@@ -587,6 +646,15 @@ impl Report {
                     b.slow
                 ));
             }
+        }
+        if let Some(r) = &self.restart {
+            bad += r.tally.missed
+                + r.tally.duplicates
+                + r.tally.out_of_order
+                + r.tally.dropped
+                + (r.connect_failures + r.reconnect_failures) as u64
+                + r.calm.failures
+                + (r.storm.failures - r.storm.unanswered);
         }
         if let Some(s) = &self.storm {
             bad += s.tally.missed

@@ -1,6 +1,7 @@
 //! The phases of a run, one function or type each: the direct-Redis ceiling,
 //! like throughput, the connection burst, fan-out at one size with its floor,
-//! and the like storm. Each returns what it measured for `report.rs`; `main.rs`
+//! the like storm and the reconnect storm (a server restarted under its
+//! clients). Each returns what it measured for `report.rs`; `main.rs`
 //! runs them in order and waits for the server to be quiet between them.
 
 use std::io::Write;
@@ -11,8 +12,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::clients::{
-    close_all, connect_sse, next_visitor, Conn, FloorClient, HttpConn, Ledger, LikeJob, LikeResult,
-    Readers, Tally, FLOOR_FRAME,
+    close_all, connect_sse, next_visitor, reconnect_sse, Conn, FloorClient, HttpConn, Ledger,
+    LikeJob, LikeResult, Readers, Tally, FLOOR_FRAME,
 };
 use crate::procstat::{now_ns, CpuMeter, CpuUse, Histogram};
 use crate::report::Report;
@@ -39,6 +40,8 @@ pub struct LikeRun {
     pub secs: f64,
     pub acked: u64,
     pub failures: u64,
+    /// Of the failures, likes that got no reply at all (refused, reset).
+    pub unanswered: u64,
     pub latency: Histogram,
     /// The liked comment's score afterwards (must equal `acked`).
     pub final_score: Option<u64>,
@@ -57,6 +60,7 @@ impl LikeRun {
             secs,
             acked: 0,
             failures: 0,
+            unanswered: 0,
             latency: Histogram::new(),
             final_score: None,
             cpu: CpuUse::default(),
@@ -64,6 +68,7 @@ impl LikeRun {
         for r in results {
             run.acked += r.acked;
             run.failures += r.failures;
+            run.unanswered += r.unanswered;
             run.latency.merge(&r.latency);
         }
         run
@@ -126,6 +131,7 @@ pub fn direct_ceiling(redis: &RedisServer, sizes: &Sizes) -> LikeRun {
         secs: 0.0,
         acked: 0,
         failures: 0,
+        unanswered: 0,
         latency: Histogram::new(),
         final_score: None,
         cpu: CpuUse::default(),
@@ -434,4 +440,169 @@ impl Floor {
         close_all(servers.into_iter().map(|s| Conn::new(s, ())).collect());
         Floor { n, tally, expected }
     }
+}
+
+/// Likes one restart-storm sender may send (its send-time log is preallocated).
+const RESTART_LOG: usize = 20_000;
+/// Time between two likes of one sender in the restart storm: 16 senders make
+/// 320 likes a second, the same with and without the storm.
+pub const RESTART_GAP: Duration = Duration::from_millis(50);
+/// How long a browser's EventSource waits before reconnecting: the `retry:`
+/// every stream starts with (a SIGKILLed server sends no closing one).
+const EVENTSOURCE_RETRY: Duration = Duration::from_secs(3);
+
+/// 6: N clients caught up with a history of several thousand events; the
+/// server SIGKILLed and started again on its port while likes keep coming;
+/// every client reconnects with its `Last-Event-ID` when EventSource would.
+pub struct Restart {
+    pub clients: usize,
+    /// Events in the store when the clients connected.
+    pub history: u64,
+    pub connect_failures: usize,
+    pub reconnect_failures: usize,
+    /// From the SIGKILL until the new server printed its address.
+    pub down: Duration,
+    /// From the new server's start, and from the moment the clients came back,
+    /// until every client had every event up to the newest at that moment.
+    pub caught_up_after_restart: Option<Duration>,
+    pub caught_up_after_return: Option<Duration>,
+    /// The same paced likes: with the clients connected and no storm, and
+    /// while the server restarts and the clients come back.
+    pub calm: LikeRun,
+    pub storm: LikeRun,
+    /// Both connections of every client; `dropped` counts only the second.
+    pub tally: Tally,
+    /// Replays by source, from the new server's /metrics.
+    pub replays_memory: u64,
+    pub replays_store: u64,
+}
+
+pub fn restart_storm(
+    server: Likeboard,
+    redis: &RedisServer,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> (Restart, Likeboard) {
+    let senders = sizes.storm_senders;
+    // The history goes to comments of its own, before any client connects.
+    let history_jobs = (0..senders)
+        .map(|i| LikeJob {
+            http: HttpConn::open(server.addr),
+            comment: server.add_comment(&format!("history {i}")),
+            ledger: None,
+            max_likes: (sizes.restart_history / senders) as u64,
+            until: Instant::now() + WAIT_LIMIT,
+            gap: None,
+        })
+        .collect();
+    send_likes(&server, redis, history_jobs);
+    // What a replay can reach: the store keeps the newest `STREAM_LEN`.
+    let history = redis.event_seq().min(STREAM_LEN);
+
+    // Calm likes and storm likes each like comments of their own, so each
+    // sender's k-th like makes score k (see `storm`).
+    let comments: Vec<u64> = (0..2 * senders)
+        .map(|i| server.add_comment(&format!("restart {i}")))
+        .collect();
+    let ledger = Ledger::new(&comments, RESTART_LOG);
+    let paced = |addr, from: usize, until| -> Vec<LikeJob> {
+        (from..from + senders)
+            .map(|i| LikeJob {
+                http: HttpConn::open(addr),
+                comment: comments[i],
+                ledger: Some((Arc::clone(&ledger), i)),
+                max_likes: RESTART_LOG as u64 - 1,
+                until,
+                gap: Some(RESTART_GAP),
+            })
+            .collect()
+    };
+    let n = sizes.restart_clients;
+    let (clients, connect_failures) = connect_sse(server.addr, n, &ledger);
+    let readers = Readers::start(clients);
+    server.wait_for_subscribers(n - connect_failures, report);
+
+    step(&format!("  paced likes to {n} clients, no storm"));
+    let calm_until = Instant::now() + sizes.restart_calm;
+    let (results, secs, cpu) = send_likes(&server, redis, paced(server.addr, 0, calm_until));
+    let mut calm = LikeRun::from_results(senders, secs, &results);
+    calm.cpu = cpu;
+    let mut acked: Vec<u64> = results.iter().map(|r| r.acked).collect();
+
+    step("  the same likes while the server is SIGKILLed and restarted");
+    let addr = server.addr;
+    let started = Instant::now();
+    let storm_jobs = paced(addr, senders, started + sizes.restart_storm);
+    let handles: Vec<_> = storm_jobs
+        .into_iter()
+        .map(|job| thread::spawn(move || job.run()))
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    let mut server = server;
+    let killed = Instant::now();
+    server.kill();
+    drop(server);
+    let server = Likeboard::builder()
+        .redis(redis)
+        .log_level("warn")
+        .listen(addr)
+        .start();
+    let up = Instant::now();
+    // CPU from the restart on: the new process is the one the storm hits.
+    let cpu = CpuMeter::start(Some(server.pid()), redis.pid());
+    // The clients notice the kill at once and come back when EventSource would.
+    thread::sleep((killed + EVENTSOURCE_RETRY).saturating_duration_since(Instant::now()));
+    let (clients, mut tally) = readers.stop();
+    let returned = Instant::now();
+    let target = redis.event_seq();
+    let (clients, reconnect_failures) = reconnect_sse(addr, clients);
+    let readers = Readers::start(clients);
+    let caught = readers
+        .wait_position(target, WAIT_LIMIT)
+        .map(|_| Instant::now());
+    let results: Vec<LikeResult> = handles
+        .into_iter()
+        .map(|h| h.join().expect("a like sender panicked"))
+        .collect();
+    let mut storm = LikeRun::from_results(senders, started.elapsed().as_secs_f64(), &results);
+    storm.cpu = cpu.stop();
+    let last = redis.event_seq();
+    if readers.wait_position(last, WAIT_LIMIT).is_none() {
+        report.notes.push(format!(
+            "after the restart storm, some clients never reached event {last}"
+        ));
+    }
+    let (clients, second) = readers.stop();
+    // The kill ended every first connection: that is the storm, not a failure.
+    tally.dropped = 0;
+    tally.merge(&second);
+    acked.extend(results.iter().map(|r| r.acked));
+    tally.add_shortfall(&clients, &acked);
+    close_all(clients);
+    let metrics = HttpConn::new(addr)
+        .request("GET", "/metrics", None, None)
+        .map(|(_, body)| String::from_utf8_lossy(&body).into_owned())
+        .unwrap_or_default();
+    let replays = |source: &str| {
+        let sample = format!("likeboard_replays_total{{source=\"{source}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&sample)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    let restart = Restart {
+        clients: n,
+        history,
+        connect_failures,
+        reconnect_failures,
+        down: up - killed,
+        caught_up_after_restart: caught.map(|at| at - up),
+        caught_up_after_return: caught.map(|at| at - returned),
+        calm,
+        storm,
+        tally,
+        replays_memory: replays("memory"),
+        replays_store: replays("store"),
+    };
+    (restart, server)
 }

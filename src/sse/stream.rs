@@ -125,6 +125,20 @@ pub fn run(
     // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
     let mut beat_due = Instant::now() + opts.heartbeat;
     loop {
+        // The hub is patient while we catch up: a full channel skips batches
+        // instead of dropping us (hub.rs). Catching up ends once history has
+        // given us what it skipped and the channel has room again.
+        match last_sent {
+            Some(last) if sub.take_skipped() => {
+                match replayer.catch_up(&mut out, last, true, opts.dialect) {
+                    Ok(caught_up) => last_sent = Some(caught_up),
+                    Err(_) => return End::ClientLeft,
+                }
+                beat_due = Instant::now() + opts.heartbeat;
+            }
+            _ if sub.rx.len() < crate::hub::CHANNEL_BOUND => sub.set_catching_up(false),
+            _ => {}
+        }
         let first = match wait(&sub.rx, pokes, beat_due) {
             Wake::Batch(batch) => batch,
             Wake::Closed => return End::Unsubscribed,
@@ -163,6 +177,7 @@ pub fn run(
                     if out.send(&buf).is_err() {
                         return End::ClientLeft;
                     }
+                    sub.set_catching_up(true);
                     match replayer.catch_up(&mut out, last, true, opts.dialect) {
                         Ok(caught_up) => last_sent = Some(caught_up),
                         Err(_) => return End::ClientLeft,
@@ -349,6 +364,26 @@ mod tests {
         assert_eq!(
             queued_storm(Dialect::Seed),
             "id: 2\ndata: 1@POST\n\nid: 3\ndata: 1@DELETE\n\nid: 4\ndata: 1@POST\n\n"
+        );
+    }
+
+    /// Batches the hub skipped while the writer was still catching up (its
+    /// channel full) come from history: ids rise to the last one, the board's
+    /// final score arrives, and the stream stays.
+    #[test]
+    fn batches_skipped_while_catching_up_come_from_history() {
+        let n = crate::hub::CHANNEL_BOUND as u64 + 20;
+        let store = store_with_likes(1000, n - 1); // events 1..=n
+        let batches = (1..=n)
+            .map(|id| vec![like(id, 1, id - 1, LikeOp::Like)])
+            .collect();
+        let body = stream_batches(store, batches);
+        let got = ids(&body);
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+        assert_eq!(got.last(), Some(&n), "{body}");
+        assert!(
+            body.ends_with(&format!("data: {{\"id\":1,\"score\":{}}}\n\n", n - 1)),
+            "{body}"
         );
     }
 

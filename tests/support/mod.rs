@@ -602,8 +602,25 @@ macro_rules! both_backends {
 /// Likes (`POST`) or unlikes (`DELETE`) comment `id` as the visitor with this
 /// cookie value, at `addr` (for threads that hold only the address).
 pub fn like_at(addr: SocketAddr, method: &str, id: u64, visitor: &str) -> Response {
+    try_like_at(addr, method, id, visitor)
+        .unwrap_or_else(|e| panic!("{method} like of comment {id} at {addr}: {e}"))
+}
+
+/// [`like_at`] that returns a refused, reset or cut-short connection as an
+/// error instead of panicking: for senders that keep liking while the server
+/// restarts.
+#[allow(
+    dead_code,
+    reason = "only the suites that restart a server under load call it"
+)]
+pub fn try_like_at(
+    addr: SocketAddr,
+    method: &str,
+    id: u64,
+    visitor: &str,
+) -> std::io::Result<Response> {
     let cookie = format!("lb_visitor={visitor}");
-    http(
+    try_http(
         addr,
         method,
         &format!("/api/comments/{id}/like"),
@@ -695,10 +712,21 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(addr).expect("connecting to likeboard");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    try_http(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} at {addr}: {e}"))
+}
+
+/// [`http`], with a connection that fails (refused, reset, closed before a
+/// whole response) as an error.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -709,8 +737,8 @@ pub fn http(
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    stream.write_all(&bytes).unwrap();
-    read_response(&mut BufReader::new(stream))
+    stream.write_all(&bytes)?;
+    try_read_response(&mut BufReader::new(stream))
 }
 
 /// Sends raw bytes and reads whatever comes back until the server closes or
@@ -754,27 +782,36 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Reads one response (Content-Length, chunked, or until close).
+#[allow(
+    dead_code,
+    reason = "only the suites that read responses off their own sockets call it"
+)]
 pub fn read_response<R: BufRead>(r: &mut R) -> Response {
-    let (status, headers) = read_head(r).expect("reading the response head");
+    try_read_response(r).unwrap_or_else(|e| panic!("reading a response: {e}"))
+}
+
+/// [`read_response`], with a connection that ends too soon as an error.
+pub fn try_read_response<R: BufRead>(r: &mut R) -> std::io::Result<Response> {
+    let (status, headers) = read_head(r)?;
     let mut body = Vec::new();
     if let Some(len) = headers
         .get("Content-Length")
         .and_then(|v| v.parse::<usize>().ok())
     {
         body.resize(len, 0);
-        r.read_exact(&mut body).expect("reading the body");
+        r.read_exact(&mut body)?;
     } else if headers.has("Transfer-Encoding", "chunked") {
-        while let Some(chunk) = read_chunk(r).expect("reading a chunk") {
+        while let Some(chunk) = read_chunk(r)? {
             body.extend(chunk);
         }
     } else {
         let _ = r.read_to_end(&mut body);
     }
-    Response {
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// Reads a status line and headers (from a socket, or from bytes already read:
@@ -1025,6 +1062,43 @@ impl SseClient {
         }
         self.closed
     }
+}
+
+/// Moves every complete chunk from `raw` (a chunked body as it arrives) to
+/// `body`; true at the zero chunk.
+#[allow(
+    dead_code,
+    reason = "only the suites with their own reconnecting clients call it"
+)]
+pub fn dechunk(raw: &mut Vec<u8>, body: &mut Vec<u8>) -> bool {
+    loop {
+        let Some(eol) = find(raw, b"\r\n") else {
+            return false;
+        };
+        let size = std::str::from_utf8(&raw[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("bad chunk size line {:?}", &raw[..eol]));
+        if size == 0 {
+            return true;
+        }
+        if raw.len() < eol + 2 + size + 2 {
+            return false;
+        }
+        body.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw.drain(..eol + 2 + size + 2);
+    }
+}
+
+/// Takes the next complete SSE block off the front of `body`.
+#[allow(
+    dead_code,
+    reason = "only the suites with their own reconnecting clients call it"
+)]
+pub fn next_block(body: &mut Vec<u8>) -> Option<Frame> {
+    let end = find(body, b"\n\n")?;
+    let raw = String::from_utf8(body.drain(..end + 2).collect()).expect("UTF-8 frame");
+    Some(Frame::parse(raw))
 }
 
 /// Asserts that `frame` is the `retry:` a closing stream sends: a delay
