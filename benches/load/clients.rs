@@ -485,12 +485,19 @@ impl SseClient {
             tally.duplicates += 1;
             return 0;
         }
-        tally.missed += score - *seen - 1;
-        *seen = score;
-        if let Some(sent) = self.ledger.sent_at(sender, score) {
-            tally.latency.record_ns(now.saturating_sub(sent));
+        // A score is absolute: this event also delivers every like of the
+        // comment since the last score seen, which the server may have folded
+        // into it (issue 13: a client counts as delivered once it has seen a
+        // score at least as new as the like).
+        let delivered = score - *seen;
+        tally.folded += delivered - 1;
+        for k in *seen + 1..=score {
+            if let Some(sent) = self.ledger.sent_at(sender, k) {
+                tally.latency.record_ns(now.saturating_sub(sent));
+            }
         }
-        1
+        *seen = score;
+        delivered
     }
 }
 
@@ -557,8 +564,11 @@ impl<C> Conn<C> {
 #[derive(Default)]
 pub struct Tally {
     pub latency: Histogram,
-    /// Events whose scores skipped past (or never reached) one that was acked.
+    /// Likes a client never saw a score as new as (it ended behind the acks).
     pub missed: u64,
+    /// Likes delivered inside a newer score of the same comment (folded by
+    /// the server), not as an event of their own.
+    pub folded: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
     /// Like events for comments we did not like, or unparsable ones.
@@ -571,6 +581,7 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) {
         self.latency.merge(&other.latency);
         self.missed += other.missed;
+        self.folded += other.folded;
         self.duplicates += other.duplicates;
         self.out_of_order += other.out_of_order;
         self.unexpected += other.unexpected;

@@ -453,6 +453,11 @@ impl Report {
                 per(Some(s.likes.cpu.server_switches), s.likes.acked),
                 s.likes.cpu.cells(),
             );
+            let _ = writeln!(
+                w,
+                "Of the deliveries, {} reached their client folded into a newer score of the same comment (a like event carries the absolute score; see the README's event stream).\n",
+                int(s.tally.folded)
+            );
         }
 
         let _ = writeln!(w, "### 4. Memory of the server process\n");
