@@ -4,10 +4,13 @@
 //! Shape: tiny_http accepts connections and parses requests; a fixed set of
 //! worker threads take requests from it and answer them (the cap on concurrent
 //! ordinary requests). A request for `/events` gets a thread of its own, which
-//! runs [`sse::stream::serve`] until the client leaves. Only this module and
-//! `routes/` import tiny_http.
+//! runs [`crate::sse::stream::serve`] until the client leaves. Only this
+//! module (with `body.rs`, `stream.rs`, `visitor.rs` beside it) and `routes/`
+//! import tiny_http.
 
 mod body;
+mod stream;
+mod visitor;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -22,8 +25,7 @@ use tiny_http::{HTTPVersion, Header, Request, Response};
 
 use crate::error::Error;
 use crate::guard::{self, Guard, Hold};
-use crate::routes::{self, App, Outcome, Reply, Route, Visitor};
-use crate::sse::{self, Framing, StreamOptions, Wire};
+use crate::routes::{self, App, Outcome, Reply, Route};
 
 /// Pending connections the kernel queues for us. std's `TcpListener::bind` uses
 /// 128: a burst of 1,000 connects then waits on SYN retries (seconds). The
@@ -32,18 +34,6 @@ const BACKLOG: i32 = 4096;
 /// How long a write to a client may block. Set on the listener, every accepted
 /// socket inherits it: a stalled peer cannot hold a thread forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Stack of an SSE writer thread. Measured with `/proc/PID/smaps` on six
-/// streams of every kind (live, replayed from the ring, from the store, reset,
-/// with viewers, the seed's `/sse`), each through 80 likes, a writer touches
-/// 8 KiB of it in the release build and 20 KiB in the debug build. Only
-/// touched pages cost memory; the rest is address space, and the size does
-/// not change the number of memory maps (two per stack, `limits.rs`). 256 KiB
-/// keeps a wide margin for a panic in the writer, whose backtrace (with
-/// `RUST_BACKTRACE`) is printed on this stack and needs far more than a
-/// normal write; the default 2 MiB would only waste address space.
-const STREAM_STACK: usize = 256 * 1024;
-/// The visitor cookie: a random id, HttpOnly, SameSite=Lax.
-pub const VISITOR_COOKIE: &str = "lb_visitor";
 /// How long shutdown waits for streams and in-flight requests to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
@@ -230,7 +220,7 @@ impl Worker {
             .chars()
             .take(200)
             .collect();
-        let (visitor, set_cookie) = visitor_of(&request, &self.app.config.trusted_proxies);
+        let (visitor, set_cookie) = visitor::visitor_of(&request, &self.app.config.trusted_proxies);
         if *request.http_version() < HTTPVersion(1, 0) {
             // tiny_http would answer HTTP/0.9 in kind, a status line 0.9 never had.
             self.guard.shut_read(peer, hold);
@@ -309,87 +299,6 @@ impl Worker {
             .metrics
             .observe_request(pattern, method, status, took);
     }
-
-    /// Takes the raw socket from tiny_http and hands it to a writer thread,
-    /// which serves the stream from its head to its last chunk.
-    fn start_stream(&self, request: Request, peer: Option<SocketAddr>, opts: StreamOptions) {
-        let framing = if *request.http_version() == HTTPVersion(1, 0) {
-            Framing::CloseDelimited
-        } else {
-            Framing::Chunked
-        };
-        // Long-lived by design: the guard exempts it from deadlines, and shuts its
-        // read half so tiny_http's pool thread parked on it is freed. The hold
-        // goes with the socket's writer, and is dropped just before it.
-        let hold = self.guard.stream(peer);
-        let subscription = self.app.hub.subscribe();
-        let writer = Held {
-            _hold: hold,
-            inner: request.into_writer(),
-        };
-        let wire = Wire::new(Box::new(writer), framing);
-        let sub = match subscription {
-            Ok(sub) => sub,
-            // Over the cap or stopping: answered on this thread, costing none.
-            Err(refusal) => return sse::stream::refuse(wire, refusal),
-        };
-        let app = Arc::clone(&self.app);
-        let streams = Arc::clone(&self.streams);
-        streams.fetch_add(1, Ordering::SeqCst);
-        let spawned = thread::Builder::new()
-            .name("sse".into())
-            .stack_size(STREAM_STACK)
-            .spawn(move || {
-                yield_to_the_pump();
-                sse::stream::serve(wire, sub, &app.hub, &app.replayer, &opts);
-                streams.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            // The closure (and with it the socket and the subscription) is dropped.
-            self.streams.fetch_sub(1, Ordering::SeqCst);
-            log::error!("could not start an SSE writer thread: {e}");
-        }
-    }
-}
-
-/// Puts the calling thread (a stream's writer) under `SCHED_BATCH`, which
-/// any thread may choose for itself without privileges.
-///
-/// Why: the pump hands each batch to every writer's channel in one loop, and
-/// under the default policy each writer it wakes may preempt it at once (CFS
-/// and EEVDF wake-up preemption), so the last subscriber is reached only
-/// after many writers have run. A `SCHED_BATCH` thread never preempts on
-/// wake-up but keeps its fair share of the CPU (its weight is unchanged, unlike
-/// a raised nice value, which would also slow delivery against the workers):
-/// the pump finishes the hand-out first, then the writers run. Failing to set
-/// it costs only that ordering, so a failure is logged once, not fatal.
-fn yield_to_the_pump() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; the call only reads `param`.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        let e = io::Error::last_os_error();
-        ONCE.call_once(|| log::warn!("SSE writers stay under SCHED_OTHER: {e}"));
-    }
-}
-
-/// A stream's writer together with the guard's [`Hold`] on its connection.
-/// Fields drop in order: the hold goes first, so the guard never takes the
-/// socket for open after it has closed.
-struct Held<W> {
-    _hold: Hold,
-    /// The socket writer tiny_http gave us.
-    inner: W,
-}
-
-impl<W: Write> Write for Held<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Runs a handler, turning a panic into a 500 whose detail is logged by the
@@ -425,66 +334,6 @@ fn respond(request: Request, reply: Reply, set_cookie: Option<String>) -> io::Re
     request.respond(response)
 }
 
-/// The visitor behind a request: the cookie's id, or the client IP without one
-/// (and then a new cookie to set, so the next request has one). The client IP
-/// is the socket's peer, or behind a trusted proxy what it says (`proxy.rs`).
-fn visitor_of(request: &Request, trusted: &[crate::proxy::Cidr]) -> (Visitor, Option<String>) {
-    let forwarded = request
-        .headers()
-        .iter()
-        .filter(|h| h.field.equiv("X-Forwarded-For"))
-        .map(|h| h.value.as_str());
-    let ip = request
-        .remote_addr()
-        .map(|a| crate::proxy::client_ip(a.ip(), forwarded, trusted).to_string())
-        .unwrap_or_default();
-    let cookie = routes::header(request, "Cookie")
-        .and_then(|c| crate::input::cookie(c, VISITOR_COOKIE))
-        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()));
-    match cookie {
-        Some(id) => (
-            Visitor {
-                id: format!("c:{}", id.to_ascii_lowercase()),
-                ip,
-            },
-            None,
-        ),
-        None => {
-            let set = format!(
-                "{VISITOR_COOKIE}={}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
-                random_hex()
-            );
-            (
-                Visitor {
-                    id: format!("ip:{ip}"),
-                    ip,
-                },
-                Some(set),
-            )
-        }
-    }
-}
-
-/// 128 random bits as hex, from the OS.
-fn random_hex() -> String {
-    let mut bytes = [0u8; 16];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
-        .is_err()
-    {
-        // No /dev/urandom: fall back to std's randomly keyed hasher.
-        let hash = |salt: u64| {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(salt);
-            h.finish()
-        };
-        bytes[..8].copy_from_slice(&hash(1).to_le_bytes());
-        bytes[8..].copy_from_slice(&hash(2).to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,26 +351,6 @@ mod tests {
             !client.nodelay().unwrap(),
             "a socket nobody asked stays as it was"
         );
-    }
-
-    /// A thread that calls `yield_to_the_pump` runs under SCHED_BATCH (policy
-    /// 3 in the kernel's own account of it), and no other thread changes.
-    #[test]
-    fn writer_threads_run_as_batch() {
-        fn policy(tid: libc::pid_t) -> u32 {
-            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-            // Field 41; the fields after `comm`'s closing parenthesis start at 3.
-            let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-            after_comm.split(' ').nth(41 - 3).unwrap().parse().unwrap()
-        }
-        // SAFETY: gettid has no preconditions.
-        let here = unsafe { libc::gettid() };
-        let writer = std::thread::spawn(|| {
-            yield_to_the_pump();
-            policy(unsafe { libc::gettid() })
-        });
-        assert_eq!(writer.join().unwrap(), libc::SCHED_BATCH as u32);
-        assert_eq!(policy(here), libc::SCHED_OTHER as u32);
     }
 
     /// A panicking handler becomes a 500 that names nothing internal, and the

@@ -1,0 +1,139 @@
+//! Handing an event stream to its own writer thread: the socket taken from
+//! tiny_http (with the guard's hold on it), the hub subscription, the
+//! thread's scheduling, and the refusal when the hub is full.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+
+use tiny_http::{HTTPVersion, Request};
+
+use super::Worker;
+use crate::guard::Hold;
+use crate::sse::{self, Framing, StreamOptions, Wire};
+
+/// Stack of an SSE writer thread. Measured with `/proc/PID/smaps` on six
+/// streams of every kind (live, replayed from the ring, from the store, reset,
+/// with viewers, the seed's `/sse`), each through 80 likes, a writer touches
+/// 8 KiB of it in the release build and 20 KiB in the debug build. Only
+/// touched pages cost memory; the rest is address space, and the size does
+/// not change the number of memory maps (two per stack, `limits.rs`). 256 KiB
+/// keeps a wide margin for a panic in the writer, whose backtrace (with
+/// `RUST_BACKTRACE`) is printed on this stack and needs far more than a
+/// normal write; the default 2 MiB would only waste address space.
+const STREAM_STACK: usize = 256 * 1024;
+
+impl Worker {
+    /// Takes the raw socket from tiny_http and hands it to a writer thread,
+    /// which serves the stream from its head to its last chunk.
+    pub(super) fn start_stream(
+        &self,
+        request: Request,
+        peer: Option<SocketAddr>,
+        opts: StreamOptions,
+    ) {
+        let framing = if *request.http_version() == HTTPVersion(1, 0) {
+            Framing::CloseDelimited
+        } else {
+            Framing::Chunked
+        };
+        // Long-lived by design: the guard exempts it from deadlines, and shuts its
+        // read half so tiny_http's pool thread parked on it is freed. The hold
+        // goes with the socket's writer, and is dropped just before it.
+        let hold = self.guard.stream(peer);
+        let subscription = self.app.hub.subscribe();
+        let writer = Held {
+            _hold: hold,
+            inner: request.into_writer(),
+        };
+        let wire = Wire::new(Box::new(writer), framing);
+        let sub = match subscription {
+            Ok(sub) => sub,
+            // Over the cap or stopping: answered on this thread, costing none.
+            Err(refusal) => return sse::stream::refuse(wire, refusal),
+        };
+        let app = Arc::clone(&self.app);
+        let streams = Arc::clone(&self.streams);
+        streams.fetch_add(1, Ordering::SeqCst);
+        let spawned = thread::Builder::new()
+            .name("sse".into())
+            .stack_size(STREAM_STACK)
+            .spawn(move || {
+                yield_to_the_pump();
+                sse::stream::serve(wire, sub, &app.hub, &app.replayer, &opts);
+                streams.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            // The closure (and with it the socket and the subscription) is dropped.
+            self.streams.fetch_sub(1, Ordering::SeqCst);
+            log::error!("could not start an SSE writer thread: {e}");
+        }
+    }
+}
+
+/// Puts the calling thread (a stream's writer) under `SCHED_BATCH`, which
+/// any thread may choose for itself without privileges.
+///
+/// Why: the pump hands each batch to every writer's channel in one loop, and
+/// under the default policy each writer it wakes may preempt it at once (CFS
+/// and EEVDF wake-up preemption), so the last subscriber is reached only
+/// after many writers have run. A `SCHED_BATCH` thread never preempts on
+/// wake-up but keeps its fair share of the CPU (its weight is unchanged, unlike
+/// a raised nice value, which would also slow delivery against the workers):
+/// the pump finishes the hand-out first, then the writers run. Failing to set
+/// it costs only that ordering, so a failure is logged once, not fatal.
+fn yield_to_the_pump() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; the call only reads `param`.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        let e = io::Error::last_os_error();
+        ONCE.call_once(|| log::warn!("SSE writers stay under SCHED_OTHER: {e}"));
+    }
+}
+
+/// A stream's writer together with the guard's [`Hold`] on its connection.
+/// Fields drop in order: the hold goes first, so the guard never takes the
+/// socket for open after it has closed.
+struct Held<W> {
+    _hold: Hold,
+    /// The socket writer tiny_http gave us.
+    inner: W,
+}
+
+impl<W: Write> Write for Held<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that calls `yield_to_the_pump` runs under SCHED_BATCH (policy
+    /// 3 in the kernel's own account of it), and no other thread changes.
+    #[test]
+    fn writer_threads_run_as_batch() {
+        fn policy(tid: libc::pid_t) -> u32 {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+            // Field 41; the fields after `comm`'s closing parenthesis start at 3.
+            let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+            after_comm.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+        }
+        // SAFETY: gettid has no preconditions.
+        let here = unsafe { libc::gettid() };
+        let writer = std::thread::spawn(|| {
+            yield_to_the_pump();
+            policy(unsafe { libc::gettid() })
+        });
+        assert_eq!(writer.join().unwrap(), libc::SCHED_BATCH as u32);
+        assert_eq!(policy(here), libc::SCHED_OTHER as u32);
+    }
+}
