@@ -13,8 +13,11 @@
 //! store that fails is asked again, with heartbeats meanwhile, rather than
 //! closing the stream (which would send the client back to replay again).
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{bounded, Sender};
 use std::time::{Duration, Instant};
 
 use super::frame::{closing_retry, reset_event, Dialect, Encoded, HEARTBEAT};
@@ -35,6 +38,8 @@ const REPLAY_PAGES_MAX: usize = 1000;
 /// every worker a connection for its write. More would finish a storm sooner
 /// only while the store has spare capacity, which writes then pay for.
 pub const STORE_READERS: usize = 2;
+/// How often a replay waiting in line sends its client a heartbeat.
+const LINE_BEAT: Duration = Duration::from_secs(5);
 /// How long a replay keeps asking a failing store before it gives up and
 /// closes the stream with a retry hint.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -79,13 +84,21 @@ pub struct Replayer {
     metrics: Arc<Metrics>,
 }
 
-/// A counting semaphore: at most `STORE_READERS` replays read the store at once;
-/// the others wait their turn (in no particular order) rather than fail.
+/// A line with `STORE_READERS` counters: at most that many replays read the
+/// store at once, and the others wait their turn in order of arrival (with a
+/// heartbeat now and then) rather than fail. A finished turn is handed to the
+/// first in line directly, waking that one replay only.
 struct Line {
-    /// Turns not taken now.
-    free: Mutex<usize>,
-    /// Wakes a replay waiting in line when a turn comes back.
-    freed: Condvar,
+    state: Mutex<LineState>,
+}
+
+struct LineState {
+    /// Turns nobody holds.
+    free: usize,
+    /// The number for the next replay to join the line (how a leaver finds itself).
+    next: u64,
+    /// Replays waiting, first come first: each is handed its turn on its channel.
+    waiting: VecDeque<(u64, Sender<()>)>,
 }
 
 /// A turn to read the store; the next replay in line gets it when dropped.
@@ -97,8 +110,11 @@ impl Replayer {
             recent,
             store,
             line: Line {
-                free: Mutex::new(STORE_READERS),
-                freed: Condvar::new(),
+                state: Mutex::new(LineState {
+                    free: STORE_READERS,
+                    next: 0,
+                    waiting: VecDeque::new(),
+                }),
             },
             metrics,
         }
@@ -153,7 +169,7 @@ impl Replayer {
             }
             from_store = true;
             let history = {
-                let _turn = self.wait_turn();
+                let _turn = self.wait_turn(out)?;
                 self.patiently(out, |store| store.history(after, REPLAY_PAGE))?
             };
             match history {
@@ -194,22 +210,47 @@ impl Replayer {
         Ok(after)
     }
 
-    /// Waits for a turn to read the store (counted as waiting meanwhile).
-    fn wait_turn(&self) -> Turn<'_> {
-        let mut free = lock(&self.line.free);
-        if *free == 0 {
-            self.metrics.replay_waiting(1);
-            while *free == 0 {
-                free = self
-                    .line
-                    .freed
-                    .wait(free)
-                    .unwrap_or_else(|e| e.into_inner());
+    /// Waits for a turn to read the store, first come first served, counted
+    /// as waiting meanwhile and sending the client a heartbeat every
+    /// [`LINE_BEAT`] (a proxy must not take a long wait for a dead stream, and
+    /// a client that left gives up its place).
+    fn wait_turn(&self, out: &mut Outlet) -> io::Result<Turn<'_>> {
+        let (mine, handed) = {
+            let mut line = lock(&self.line.state);
+            if line.free > 0 {
+                line.free -= 1;
+                return Ok(Turn(&self.line));
             }
-            self.metrics.replay_waiting(-1);
-        }
-        *free -= 1;
-        Turn(&self.line)
+            let (tx, rx) = bounded(1);
+            let mine = line.next;
+            line.next += 1;
+            line.waiting.push_back((mine, tx));
+            (mine, rx)
+        };
+        self.metrics.replay_waiting(1);
+        let result = loop {
+            if handed.recv_timeout(LINE_BEAT).is_ok() {
+                break Ok(Turn(&self.line));
+            }
+            if let Err(e) = out.send(HEARTBEAT) {
+                // Leaving. Out of the line if still in it; if the turn was
+                // handed over meanwhile (under the lock), pass it on.
+                let mut line = lock(&self.line.state);
+                match line.waiting.iter().position(|(id, _)| *id == mine) {
+                    Some(at) => {
+                        line.waiting.remove(at);
+                    }
+                    None => {
+                        drop(line);
+                        let _ = handed.try_recv();
+                        drop(Turn(&self.line));
+                    }
+                }
+                break Err(e);
+            }
+        };
+        self.metrics.replay_waiting(-1);
+        result
     }
 
     /// Runs `read` on the store until it answers, for at most [`PATIENCE`],
@@ -239,8 +280,13 @@ impl Replayer {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        *lock(&self.0.free) += 1;
-        self.0.freed.notify_one();
+        let mut line = lock(&self.0.state);
+        while let Some((_, next)) = line.waiting.pop_front() {
+            if next.send(()).is_ok() {
+                return; // the turn goes straight to the first in line
+            }
+        }
+        line.free += 1;
     }
 }
 
@@ -257,6 +303,74 @@ fn store_failed(out: &mut Outlet, e: &StoreError) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Replays past the store readers wait in line and get their turns in the
+    /// order they came, each handed on as the one before it finishes.
+    #[test]
+    fn the_line_is_first_come_first_served() {
+        use crate::sse::sink::SharedSink;
+        use crate::sse::wire::{Framing, Wire};
+        let replayer = Arc::new(Replayer::new(
+            Arc::new(crate::store::memory::MemoryStore::new(10)),
+            Arc::new(Recent::new(0, 0)),
+            Metrics::new(),
+        ));
+        let sink = || Wire::new(Box::new(SharedSink::default()), Framing::CloseDelimited);
+        let mut wire = sink();
+        let mut out = Outlet {
+            wire: &mut wire,
+            control: None,
+            held: Vec::new(),
+        };
+        let mut held: Vec<Turn> = (0..STORE_READERS)
+            .map(|_| replayer.wait_turn(&mut out).unwrap())
+            .collect();
+        let (got_tx, got) = crossbeam_channel::unbounded();
+        let mut done = Vec::new();
+        let waiters: Vec<_> = (0..3)
+            .map(|n| {
+                let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+                done.push(done_tx);
+                let mine = Arc::clone(&replayer);
+                let got_tx = got_tx.clone();
+                let waiter = std::thread::spawn(move || {
+                    let mut wire = sink();
+                    let mut out = Outlet {
+                        wire: &mut wire,
+                        control: None,
+                        held: Vec::new(),
+                    };
+                    let turn = mine.wait_turn(&mut out).unwrap();
+                    got_tx.send(n).unwrap();
+                    let _ = done_rx.recv();
+                    drop(turn);
+                });
+                // Each joins the line before the next one does.
+                while lock(&replayer.line.state).waiting.len() <= n {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                waiter
+            })
+            .collect();
+        let next = || got.recv_timeout(Duration::from_secs(5)).unwrap();
+        drop(held.pop());
+        assert_eq!(next(), 0, "the first in line gets the first turn back");
+        let _ = done[0].send(());
+        assert_eq!(next(), 1, "and hands it to the second");
+        drop(held.pop());
+        assert_eq!(next(), 2);
+        for d in &done {
+            let _ = d.send(());
+        }
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(
+            lock(&replayer.line.state).free,
+            STORE_READERS,
+            "every turn came back"
+        );
+    }
 
     /// Last-Event-ID is parsed strictly; anything but digits asks for a reset.
     #[test]
