@@ -80,6 +80,7 @@ pub mod server;
 pub mod sse;
 pub mod store;
 pub mod viewers;
+pub mod visitor;
 pub mod watchdog;
 
 /// Huge blocks are mapped lazily: a body that declares a terabyte must not be
@@ -148,6 +149,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let app = Arc::new(App {
         store: Arc::clone(&store),
         replayer,
+        visitors: visitor::Visitors::new(Arc::clone(&store)),
         hub: Arc::clone(&hub),
         page,
         limiter: ratelimit::RateLimiter::new(config.write_rate),
