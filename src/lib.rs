@@ -81,6 +81,7 @@ pub mod server;
 pub mod sse;
 pub mod store;
 pub mod viewers;
+pub mod visitor;
 pub mod watchdog;
 
 /// Huge blocks are mapped lazily: a body that declares a terabyte must not be
@@ -158,9 +159,16 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         Arc::clone(&recent),
         Arc::clone(&metrics),
     );
+    let visitors = match &config.visitor_key_file {
+        Some(path) => {
+            visitor::Visitors::with_key(Arc::clone(&store), &visitor::Visitors::read_secret(path)?)
+        }
+        None => visitor::Visitors::new(Arc::clone(&store)),
+    };
     let app = Arc::new(App {
         store: Arc::clone(&store),
         replayer,
+        visitors,
         hub: Arc::clone(&hub),
         page,
         limiter: ratelimit::RateLimiter::new(config.write_rate),

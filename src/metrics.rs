@@ -347,6 +347,10 @@ impl Store for MeteredStore {
         self.count("last_event_id", self.inner.last_event_id())
     }
 
+    fn visitor_key(&self, candidate: &str) -> StoreResult<String> {
+        self.count("visitor_key", self.inner.visitor_key(candidate))
+    }
+
     fn ping(&self) -> StoreResult<()> {
         self.count("ping", self.inner.ping())
     }

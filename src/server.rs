@@ -220,7 +220,7 @@ impl Worker {
             .chars()
             .take(200)
             .collect();
-        let (visitor, set_cookie) = visitor::visitor_of(&request, &self.app.config.trusted_proxies);
+        let (visitor, set_cookie) = visitor::visitor_of(&request, &self.app);
         if *request.http_version() < HTTPVersion(1, 0) {
             // tiny_http would answer HTTP/0.9 in kind, a status line 0.9 never had.
             self.guard.shut_read(peer, hold);

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{http, visitor, Backend};
+use support::{http, visitor, Backend, Likeboard, RedisServer};
 
 both_backends!(
     /// A posted comment comes back with an id and appears in the list with score 0.
@@ -208,4 +208,91 @@ fn comment_ids_unique_under_concurrency() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 200);
+}
+
+/// A cookie the server did not issue is no visitor: a client that sends a
+/// fresh made-up id with every like is one visitor (its address), and likes
+/// once; a cookie the server did issue is a visitor of its own.
+#[test]
+fn made_up_cookies_like_once() {
+    let server = Likeboard::start(&[]);
+    let c = server.add_comment("count me once");
+    for n in 0..20u64 {
+        let made_up = format!("lb_visitor={:032x}", n + 1);
+        let r = http(
+            server.addr,
+            "POST",
+            &format!("/api/comments/{c}/like"),
+            &[("Cookie", &made_up)],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            r.headers.get("Set-Cookie").is_some(),
+            "a real cookie is offered"
+        );
+    }
+    let issued = http(server.addr, "GET", "/api/comments", &[], b"");
+    let cookie = issued
+        .headers
+        .get("Set-Cookie")
+        .expect("a cookie for a new visitor");
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let r = http(
+        server.addr,
+        "POST",
+        &format!("/api/comments/{c}/like"),
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(
+        r.json()["score"],
+        2,
+        "the address once, the issued cookie once"
+    );
+}
+
+/// Instances on one Redis sign alike with the key kept there: a cookie one of
+/// them issued is the same visitor on the other.
+#[test]
+fn instances_on_one_redis_share_the_visitor_key() {
+    let redis = RedisServer::start();
+    let a = Likeboard::builder()
+        .redis(&redis)
+        .store_visitor_key()
+        .start();
+    let b = Likeboard::builder()
+        .redis(&redis)
+        .store_visitor_key()
+        .start();
+    let c = a.add_comment("shared");
+    let issued = http(a.addr, "GET", "/api/comments", &[], b"");
+    let cookie = issued
+        .headers
+        .get("Set-Cookie")
+        .expect("a cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let like = |lb: &Likeboard| {
+        http(
+            lb.addr,
+            "POST",
+            &format!("/api/comments/{c}/like"),
+            &[("Cookie", &cookie)],
+            b"",
+        )
+    };
+    assert_eq!(like(&a).json()["score"], 1);
+    let again = like(&b);
+    assert_eq!(
+        again.json()["score"],
+        1,
+        "the same visitor on the other instance"
+    );
+    assert!(
+        again.headers.get("Set-Cookie").is_none(),
+        "no new cookie offered"
+    );
 }

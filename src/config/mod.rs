@@ -73,6 +73,9 @@ pub struct Config {
     /// Serve templates and static files from this directory instead of the
     /// copies in the binary, so the page can be edited without rebuilding.
     pub assets_dir: Option<PathBuf>,
+    /// Where the secret that signs visitor cookies is, when not in the store
+    /// (`visitor.rs`): for the in-memory store, whose key dies with the process.
+    pub visitor_key_file: Option<PathBuf>,
     /// Show the fault panel: each browser may disturb its own streams.
     pub classroom: bool,
 }
@@ -97,6 +100,7 @@ impl Default for Config {
             request_timeout: Duration::ZERO,
             seed_routes: false,
             assets_dir: None,
+            visitor_key_file: None,
             classroom: false,
         };
         for opt in OPTIONS {

@@ -229,6 +229,18 @@ pub const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        flag: "--visitor-key-file",
+        value: Some("PATH"),
+        env: "LIKEBOARD_VISITOR_KEY_FILE",
+        initial: Initial::Unset("unset: a key kept in the store, shared by every instance"),
+        help: "a file holding the secret (at least 32 characters) that signs visitor \
+               cookies, instead of the one the store keeps",
+        set: |c, _, v| {
+            c.visitor_key_file = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Opt {
         flag: "--seed-routes",
         value: None,
         env: "LIKEBOARD_SEED_ROUTES",

@@ -49,6 +49,8 @@ pub struct App {
     /// Where streams read what a reconnecting client missed: the ring of
     /// recent events, else the store behind a line.
     pub replayer: Replayer,
+    /// Issues and checks the signed visitor cookies.
+    pub visitors: crate::visitor::Visitors,
     /// Where streams subscribe; also read for the subscriber counts.
     pub hub: Arc<Hub<Message>>,
     /// The templates and static files.

@@ -29,6 +29,8 @@ struct State {
     last_event_id: u64,
     /// Ids of comments, consecutive from 1.
     last_comment_id: u64,
+    /// The key that signs visitor cookies (set on first use).
+    visitor_key: Option<String>,
 }
 
 struct Shared {
@@ -175,6 +177,15 @@ impl Store for MemoryStore {
 
     fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    fn visitor_key(&self, candidate: &str) -> StoreResult<String> {
+        // One process: its first candidate, kept for as long as the board is.
+        let mut state = self.lock();
+        Ok(state
+            .visitor_key
+            .get_or_insert_with(|| candidate.to_string())
+            .clone())
     }
 
     fn event_reader(&self) -> Box<dyn EventReader> {

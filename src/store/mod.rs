@@ -135,6 +135,9 @@ pub trait Store: Send + Sync {
     fn last_event_id(&self) -> StoreResult<u64>;
     /// Checks that the store answers.
     fn ping(&self) -> StoreResult<()>;
+    /// The key that signs visitor cookies, the same for every instance sharing
+    /// this store: `candidate` becomes it if the store has none yet.
+    fn visitor_key(&self, candidate: &str) -> StoreResult<String>;
     /// A reader for the pump, with its own connection where that matters.
     fn event_reader(&self) -> Box<dyn EventReader>;
     /// A short name for logs and `/healthz`.

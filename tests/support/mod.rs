@@ -280,10 +280,19 @@ pub struct Launch {
     cwd: Option<PathBuf>,
     shell_setup: Option<String>,
     log_level: String,
+    /// Give the server the kit's visitor key file (off: it keeps its key in the store).
+    kit_key: bool,
 }
 
 #[allow(dead_code, reason = "each suite calls the options it needs")]
 impl Launch {
+    /// No `--visitor-key-file`: the server signs cookies with the key its
+    /// store keeps (and `visitor(n)` is then no visitor of it).
+    pub fn store_visitor_key(mut self) -> Launch {
+        self.kit_key = false;
+        self
+    }
+
     /// One more flag (or flag value) after those given so far.
     pub fn arg(mut self, arg: impl Into<String>) -> Launch {
         self.args.push(arg.into());
@@ -343,12 +352,20 @@ impl Launch {
     /// panics with its state and log if it never prints one.
     pub fn start(self) -> Likeboard {
         let dir = TempDir::new("likeboard");
+        // Every server signs visitor cookies with the kit's key, so that
+        // `visitor(n)` can make as many visitors as a test needs.
+        let key_file = dir.0.join("visitor.key");
+        std::fs::write(&key_file, VISITOR_KEY).expect("writing the visitor key");
         let mut args = vec![
             "--listen".to_string(),
             self.listen,
             "--write-rate".to_string(),
             "0".to_string(),
         ];
+        if self.kit_key {
+            args.push("--visitor-key-file".to_string());
+            args.push(key_file.display().to_string());
+        }
         args.extend(self.args);
         let mut cmd = match &self.shell_setup {
             None => Command::new(&self.program),
@@ -417,6 +434,7 @@ impl Likeboard {
             cwd: None,
             shell_setup: None,
             log_level: "info".to_string(),
+            kit_key: true,
         }
     }
 
@@ -656,13 +674,24 @@ where
         .collect()
 }
 
-/// A visitor id in the cookie's format (32 hex digits) derived from `n`.
+/// The secret every server the kit starts signs visitor cookies with.
+pub const VISITOR_KEY: &str = "likeboard test kit: not a secret, only for tests";
+
+/// A visitor cookie's value for visitor `n`: an id of 32 hex digits derived
+/// from `n`, and its signature under [`VISITOR_KEY`], as the server issues them
+/// (`src/visitor.rs`); a server the kit started takes it for that visitor.
 #[allow(
     dead_code,
     reason = "only the suites that like as many visitors call it"
 )]
 pub fn visitor(n: u64) -> String {
-    format!("{:032x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xabc)
+    use hmac::{Hmac, KeyInit, Mac};
+    let id = format!("{:032x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xabc);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(VISITOR_KEY.as_bytes()).unwrap();
+    mac.update(id.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    let sig: String = tag[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{id}.{sig}")
 }
 
 /// A message's headers in the order they came; names compare without case.

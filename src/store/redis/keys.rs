@@ -14,6 +14,7 @@
 //! | `{P}:comment_seq`          | string | last comment id handed out                 |
 //! | `{P}:event_seq`            | string | last event id                              |
 //! | `{P}:events`               | stream | the last N events, `XADD MAXLEN N`, ids `0-<seq>` |
+//! | `{P}:visitor_key`          | string | the key that signs visitor cookies (`visitor.rs`) |
 //!
 //! A member is the comment id zero-padded to 12 digits: equal scores then sort
 //! newest first in `ZREVRANGEBYSCORE`, with no second key to keep in step.
@@ -29,6 +30,7 @@ pub(super) struct Keys {
     pub(super) comment_seq: String,
     pub(super) event_seq: String,
     pub(super) events: String,
+    pub(super) visitor_key: String,
 }
 
 impl Keys {
@@ -39,6 +41,7 @@ impl Keys {
             ranking: format!("{tag}:ranking"),
             comment_seq: format!("{tag}:comment_seq"),
             event_seq: format!("{tag}:event_seq"),
+            visitor_key: format!("{tag}:visitor_key"),
             events: format!("{tag}:events"),
             tag,
         }

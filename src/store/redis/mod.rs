@@ -225,6 +225,19 @@ impl Store for RedisStore {
             .with_conn("ping", true, |con| redis::cmd("PING").query::<()>(con))
     }
 
+    fn visitor_key(&self, candidate: &str) -> StoreResult<String> {
+        // SET NX then GET, repeatable: the first instance's candidate wins and
+        // every instance (and every restart) reads the same key afterwards.
+        self.pool.with_conn("visitor key", true, |con| {
+            redis::cmd("SET")
+                .arg(&self.keys.visitor_key)
+                .arg(candidate)
+                .arg("NX")
+                .query::<()>(con)?;
+            redis::cmd("GET").arg(&self.keys.visitor_key).query(con)
+        })
+    }
+
     fn event_reader(&self) -> Box<dyn EventReader> {
         Box::new(StreamReader::new(
             self.pool.connector(),
