@@ -54,8 +54,9 @@ impl LikeRun {
         self.acked as f64 / self.secs
     }
 
-    fn from_results(clients: usize, secs: f64, results: &[LikeResult]) -> LikeRun {
-        let mut run = LikeRun {
+    /// A run of `clients` senders over `secs` that has counted nothing yet.
+    fn empty(clients: usize, secs: f64) -> LikeRun {
+        LikeRun {
             clients,
             secs,
             acked: 0,
@@ -64,7 +65,11 @@ impl LikeRun {
             latency: Histogram::new(),
             final_score: None,
             cpu: CpuUse::default(),
-        };
+        }
+    }
+
+    fn from_results(clients: usize, secs: f64, results: &[LikeResult]) -> LikeRun {
+        let mut run = LikeRun::empty(clients, secs);
         for r in results {
             run.acked += r.acked;
             run.failures += r.failures;
@@ -126,16 +131,7 @@ pub fn direct_ceiling(redis: &RedisServer, sizes: &Sizes) -> LikeRun {
             })
         })
         .collect();
-    let mut run = LikeRun {
-        clients: sizes.like_clients,
-        secs: 0.0,
-        acked: 0,
-        failures: 0,
-        unanswered: 0,
-        latency: Histogram::new(),
-        final_score: None,
-        cpu: CpuUse::default(),
-    };
+    let mut run = LikeRun::empty(sizes.like_clients, 0.0);
     for h in handles {
         let (acked, failures, latency) = h.join().expect("a direct-Redis thread panicked");
         run.acked += acked;
