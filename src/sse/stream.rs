@@ -124,20 +124,28 @@ pub fn run(
     // last wake-up: a batch with nothing for this client (a viewer count it did
     // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
     let mut beat_due = Instant::now() + opts.heartbeat;
+    // Whether the hub still treats us as catching up (a new subscription is);
+    // mirrored here so that a caught-up writer pays nothing for it per wake.
+    let mut catching_up = true;
     loop {
         // The hub is patient while we catch up: a full channel skips batches
         // instead of dropping us (hub.rs). Catching up ends once history has
         // given us what it skipped and the channel has room again.
-        match last_sent {
-            Some(last) if sub.take_skipped() => {
-                match replayer.catch_up(&mut out, last, true, opts.dialect) {
-                    Ok(caught_up) => last_sent = Some(caught_up),
-                    Err(_) => return End::ClientLeft,
+        if catching_up {
+            match last_sent {
+                Some(last) if sub.take_skipped() => {
+                    match replayer.catch_up(&mut out, last, true, opts.dialect) {
+                        Ok(caught_up) => last_sent = Some(caught_up),
+                        Err(_) => return End::ClientLeft,
+                    }
+                    beat_due = Instant::now() + opts.heartbeat;
                 }
-                beat_due = Instant::now() + opts.heartbeat;
+                _ if sub.rx.len() < crate::hub::CHANNEL_BOUND => {
+                    sub.set_catching_up(false);
+                    catching_up = false;
+                }
+                _ => {}
             }
-            _ if sub.rx.len() < crate::hub::CHANNEL_BOUND => sub.set_catching_up(false),
-            _ => {}
         }
         let first = match wait(&sub.rx, pokes, beat_due) {
             Wake::Batch(batch) => batch,
@@ -178,6 +186,7 @@ pub fn run(
                         return End::ClientLeft;
                     }
                     sub.set_catching_up(true);
+                    catching_up = true;
                     match replayer.catch_up(&mut out, last, true, opts.dialect) {
                         Ok(caught_up) => last_sent = Some(caught_up),
                         Err(_) => return End::ClientLeft,
