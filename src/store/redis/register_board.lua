@@ -1,0 +1,31 @@
+-- register_board.lua: enter a board in the list of boards before its first
+-- comment, unless the list is full, atomically (two instances making the last
+-- board the list has room for cannot both succeed).
+--
+-- The list lives in the site's own slot, not the board's, so this runs as its
+-- own step before add_comment.lua; the comment count is raised after it
+-- (ZINCRBY). A board entered whose comment then failed stays listed with the
+-- count it had: it costs one place in the list, never a lost comment.
+--
+-- The default board is never refused (it always exists), and its keys share
+-- the site's slot, so it is entered with the comments it already holds: a
+-- Redis written before boards existed is listed right from the start.
+--
+-- KEYS[1]  {P}:boards     zset: board -> number of comments
+-- KEYS[2]  (main only) {P}:comments, the default board's comment hash
+-- ARGV[1]  the board's name
+-- ARGV[2]  the most boards there may be (--max-boards)
+--
+-- Returns 1 if the board is listed (now or already), 0 if the list is full.
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 1
+end
+if KEYS[2] then
+  redis.call('ZADD', KEYS[1], redis.call('HLEN', KEYS[2]), ARGV[1])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+return 1
