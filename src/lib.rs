@@ -105,6 +105,9 @@ use hub::Hub;
 use routes::App;
 use store::{memory::MemoryStore, redis::RedisStore, Store};
 
+/// How long startup waits for the pump to be subscribed to new events.
+const PUMP_START: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs the server until SIGTERM/SIGINT (Ok) or until it cannot go on (Err).
 pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Block the stop signals in every thread (threads inherit the mask), so one
@@ -190,13 +193,32 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // can connect (other boards' rings fill on their first stream). Its
     // position is also where the pump starts on that board.
     let main = rings.open(&board::Board::main(), &*unmetered);
-    if main.position().is_none() {
-        log::warn!(
-            "the {} store is not answering yet; will keep trying",
+    // No client can be waiting for an event yet: the pump may start at the
+    // newest one without publishing what came before.
+    match unmetered.last_event_id(&board::Board::main()) {
+        Ok(newest) => main.mark(newest),
+        Err(e) => log::warn!(
+            "the {} store is not answering yet ({e}); will keep trying",
             store.name()
-        );
+        ),
     }
-    let _pump = pump::spawn(store, hub, rings, pump_stats, Arc::clone(&stop));
+    let _pump = pump::spawn(
+        store,
+        hub,
+        rings,
+        Arc::clone(&pump_stats),
+        Arc::clone(&stop),
+    );
+    // Events are heard only once the pump's reader is subscribed; a write
+    // taken before would reach live streams only with the next event. So
+    // wait for it, briefly: a store that is down must not keep us from
+    // serving the page and the replays that work.
+    let subscribed = Instant::now() + PUMP_START;
+    while !pump_stats.running.load(std::sync::atomic::Ordering::SeqCst)
+        && Instant::now() < subscribed
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 
     let mut server = server::Server::start(Arc::clone(&app))?;
     let fatal = server.spawn_workers();

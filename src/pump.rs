@@ -59,7 +59,7 @@ pub struct PumpStats {
     pub errors: AtomicU64,
     /// Events the pump read from a log itself: gaps and lost last events.
     pub recovered: AtomicU64,
-    /// Set once the pump is subscribed and delivering events.
+    /// Set once the pump's reader is subscribed: new events are heard.
     pub running: AtomicBool,
 }
 
@@ -127,8 +127,11 @@ impl Pump<'_> {
                         failing = false;
                         backoff = BACKOFF_MIN;
                     }
-                    self.stats.running.store(true, Ordering::Relaxed);
-                    must_sweep |= feed.resync;
+                    if feed.resync {
+                        // (Re)subscribed: from now on new events are heard.
+                        self.stats.running.store(true, Ordering::SeqCst);
+                        must_sweep = true;
+                    }
                     if !feed.events.is_empty() {
                         // A busy feed needs no sweep: the next event shows a gap.
                         swept = Instant::now();
@@ -151,19 +154,24 @@ impl Pump<'_> {
     /// position.
     fn deliver(&self, board: &Board, mut events: Vec<Event>) {
         let ring = self.rings.get(board);
-        if let Some(at) = ring.as_ref().and_then(|r| r.position()) {
+        let position = ring.as_ref().and_then(|r| r.position());
+        if let Some(at) = position {
             if events.first().is_some_and(|e| e.id <= at) {
                 if events.last().is_some_and(|e| e.id <= at) && self.went_back(board, at) {
                     return;
                 }
                 events.retain(|e| e.id > at);
             }
-            if let Some(first) = events.first().map(|e| e.id) {
-                if first > at + 1 {
-                    let mut missed = self.read_log(board, at, first - 1);
-                    missed.append(&mut events);
-                    events = missed;
-                }
+        }
+        // Where this board's events are known to be whole up to: what the pump
+        // published, else (a new ring) what its fill read. Only the first
+        // drops duplicates above; either shows a gap.
+        let whole = position.or_else(|| ring.as_ref().and_then(|r| r.filled_to()));
+        if let (Some(at), Some(first)) = (whole, events.first().map(|e| e.id)) {
+            if first > at + 1 {
+                let mut missed = self.read_log(board, at, first - 1);
+                missed.append(&mut events);
+                events = missed;
             }
         }
         self.publish(board, ring.as_deref(), &events);
@@ -222,7 +230,17 @@ impl Pump<'_> {
         for (board, ring) in self.rings.all() {
             let newest = self.store.last_event_id(&board)?;
             match ring.position() {
-                None => ring.mark(newest),
+                // Nothing published here yet, so no position to compare with.
+                // Marking one now could drop an event still on its way through
+                // the feed; instead, publish what came after the ring's fill
+                // (the writers skip what they have), and the board's first
+                // event sets the position.
+                None => {
+                    if let Some(filled) = ring.filled_to().filter(|&f| newest > f) {
+                        let missed = self.read_log(&board, filled, newest);
+                        self.publish(&board, Some(&ring), &missed);
+                    }
+                }
                 Some(at) if newest < at => self.rewind(&board, &ring, at, newest),
                 Some(at) if newest > at => {
                     let missed = self.read_log(&board, at, newest);

@@ -51,6 +51,10 @@ pub const DEFAULT_BYTES: usize = 16 << 20;
 pub struct Recent {
     /// Many writers read it at once during a storm; only the pump writes.
     ring: RwLock<Ring>,
+    /// Whether it was filled from the store (`Rings::open` fills it once).
+    filled: AtomicBool,
+    /// The newest id the fill read up to (`None` before it ran).
+    filled_to: RwLock<Option<u64>>,
     /// Most events kept; older batches are dropped whole.
     max_events: usize,
     /// Most bytes of frames kept.
@@ -89,6 +93,8 @@ impl Recent {
     pub fn new(max_events: usize, max_bytes: usize) -> Recent {
         Recent {
             ring: RwLock::new(Ring::default()),
+            filled: AtomicBool::new(false),
+            filled_to: RwLock::new(None),
             max_events,
             max_bytes,
         }
@@ -98,11 +104,23 @@ impl Recent {
     /// newest id already held are skipped (the startup fill may have read
     /// them); a batch that leaves a gap empties the ring first.
     pub fn push(&self, batch: &Message) {
+        self.insert(batch, true);
+    }
+
+    /// Adds events read from the store's log (the fill), which leave the
+    /// pump's position alone: only the pump may say what it has published.
+    fn push_filled(&self, batch: &Message) {
+        self.insert(batch, false);
+    }
+
+    fn insert(&self, batch: &Message, by_pump: bool) {
         let Some(newest) = batch.events.last().map(|e| e.id) else {
             return;
         };
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        ring.upto = Some(ring.upto.map_or(newest, |upto| upto.max(newest)));
+        if by_pump {
+            ring.upto = Some(ring.upto.map_or(newest, |upto| upto.max(newest)));
+        }
         if self.max_events == 0 {
             return;
         }
@@ -173,14 +191,21 @@ impl Recent {
         self.ring.write().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// The newest id the ring has seen, held or not: where the pump is on
-    /// this board. `None` before anything was pushed or marked.
+    /// The newest id the pump has published on this board (pushed or marked),
+    /// held or not. `None` before anything was pushed or marked; the fill
+    /// does not count, since a stream may still be waiting for the pump to
+    /// publish what the fill read.
     pub fn position(&self) -> Option<u64> {
         self.ring.read().unwrap_or_else(|e| e.into_inner()).upto
     }
 
-    /// Notes that every id up to `id` has been seen (the fill reached it, or
-    /// the store says nothing happened after it).
+    /// The newest id the fill read up to, if it ran.
+    pub fn filled_to(&self) -> Option<u64> {
+        *self.filled_to.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that the pump is at `id` on this board: at startup, before any
+    /// stream exists, or after the ids went back.
     pub fn mark(&self, id: u64) {
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         ring.upto = Some(ring.upto.map_or(id, |upto| upto.max(id)));
@@ -219,12 +244,14 @@ impl Recent {
 /// board before the server accepts its first client, and for any other board
 /// when its first stream opens; a store that cannot answer leaves the ring
 /// empty (replays then read the store until the pump has filled it).
-pub fn fill(recent: &Recent, store: &dyn Store, board: &Board, stream_len: u64) {
+/// True once it has read what it should (a failure is tried again by the
+/// board's next stream).
+pub fn fill(recent: &Recent, store: &dyn Store, board: &Board, stream_len: u64) -> bool {
     let start = match store.last_event_id(board) {
         Ok(start) => start,
         Err(e) => {
             log::warn!("board {board}: could not fill the ring of recent events ({e})");
-            return;
+            return false;
         }
     };
     let keep = (recent.max_events as u64).min(stream_len);
@@ -233,7 +260,7 @@ pub fn fill(recent: &Recent, store: &dyn Store, board: &Board, stream_len: u64) 
         match store.history(board, after, FILL_PAGE) {
             Ok(History::Events(events)) if !events.is_empty() => {
                 after = events.last().map_or(start, |e| e.id);
-                recent.push(&Arc::new(Batch::new(&events)));
+                recent.push_filled(&Arc::new(Batch::new(&events)));
             }
             Ok(_) => break,
             Err(e) => {
@@ -241,15 +268,16 @@ pub fn fill(recent: &Recent, store: &dyn Store, board: &Board, stream_len: u64) 
                     "could not fill the ring of recent events ({e}); replays read the store"
                 );
                 recent.clear();
-                return;
+                return false;
             }
         }
     }
-    recent.mark(start);
+    *recent.filled_to.write().unwrap_or_else(|e| e.into_inner()) = Some(start);
     log::info!(
         "board {board}: {} recent events in memory for replays",
         recent.len()
     );
+    true
 }
 
 /// The rings of every board with streams here lately.
@@ -300,8 +328,11 @@ impl Rings {
             entry.used = Instant::now();
             (Arc::clone(&entry.ring), Arc::clone(&entry.filling))
         };
-        if ring.position().is_none() && !filling.swap(true, Ordering::SeqCst) {
-            fill(&ring, store, board, self.stream_len);
+        if !filling.swap(true, Ordering::SeqCst) {
+            if !ring.filled.load(Ordering::SeqCst) {
+                let done = fill(&ring, store, board, self.stream_len);
+                ring.filled.store(done, Ordering::SeqCst);
+            }
             filling.store(false, Ordering::SeqCst);
         }
         ring
@@ -468,7 +499,11 @@ mod tests {
         let rings = Rings::new(100, 1 << 20, 100);
         assert!(rings.get(&other).is_none());
         let ring = rings.open(&other, &store);
-        assert_eq!((ring.len(), ring.position()), (1, Some(1)));
+        assert_eq!(
+            (ring.len(), ring.position()),
+            (1, None),
+            "filled, not published"
+        );
         rings.open(&Board::main(), &store);
         assert_eq!(rings.len(), 2);
         rings.forget_idle(&[]);

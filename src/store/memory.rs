@@ -165,7 +165,8 @@ impl Store for MemoryStore {
     fn add_comment(&self, board: &Board, new: NewComment) -> StoreResult<Comment> {
         let mut state = self.lock();
         if !state.boards.contains_key(board) {
-            if state.boards.len() >= self.shared.max_boards {
+            // The default board always exists: never refused.
+            if !board.is_main() && state.boards.len() >= self.shared.max_boards {
                 return Err(StoreError::TooManyBoards {
                     max: self.shared.max_boards,
                 });

@@ -128,7 +128,8 @@ impl RedisStore {
 
     /// Makes sure `board` is in the list of boards, once per process: false
     /// when the list is full. Repeatable (entering a listed board does nothing).
-    fn list_board(&self, board: &Board) -> StoreResult<bool> {
+    /// With `adopt`, the default board is listed only if it holds comments.
+    fn list_board(&self, board: &Board, adopt: bool) -> StoreResult<bool> {
         if lock(&self.listed).contains(board) {
             return Ok(true);
         }
@@ -138,12 +139,15 @@ impl RedisStore {
             if board.is_main() {
                 call.key(&main_comments);
             }
-            call.arg(board.as_str()).arg(self.max_boards).invoke(con)
+            call.arg(board.as_str())
+                .arg(self.max_boards)
+                .arg(if adopt { "1" } else { "0" })
+                .invoke(con)
         })?;
         if listed == 1 {
             lock(&self.listed).insert(board.clone());
         }
-        Ok(listed == 1)
+        Ok(listed != 0)
     }
 }
 
@@ -197,7 +201,7 @@ impl Store for RedisStore {
     }
 
     fn add_comment(&self, board: &Board, new: NewComment) -> StoreResult<Comment> {
-        if !self.list_board(board)? {
+        if !self.list_board(board, false)? {
             return Err(StoreError::TooManyBoards {
                 max: self.max_boards,
             });
@@ -325,7 +329,7 @@ impl Store for RedisStore {
     fn boards(&self, limit: usize) -> StoreResult<(Vec<BoardInfo>, u64)> {
         // A Redis written before boards existed has no list: enter `main`
         // with what it holds (once per process).
-        self.list_board(&Board::main())?;
+        self.list_board(&Board::main(), true)?;
         let (top, total): (Vec<(String, f64)>, u64) =
             self.pool.with_conn("boards", true, |con| {
                 redis::pipe()

@@ -15,13 +15,20 @@
 -- KEYS[2]  (main only) {P}:comments, the default board's comment hash
 -- ARGV[1]  the board's name
 -- ARGV[2]  the most boards there may be (--max-boards)
+-- ARGV[3]  '1' to list the default board only if it holds comments already
+--          (taking in an older Redis, before anyone comments)
 --
--- Returns 1 if the board is listed (now or already), 0 if the list is full.
+-- Returns 1 if the board is listed (now or already), 0 if the list is full,
+-- 2 if the default board was not listed because it holds nothing yet.
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   return 1
 end
 if KEYS[2] then
-  redis.call('ZADD', KEYS[1], redis.call('HLEN', KEYS[2]), ARGV[1])
+  local held = redis.call('HLEN', KEYS[2])
+  if ARGV[3] == '1' and held == 0 then
+    return 2
+  end
+  redis.call('ZADD', KEYS[1], held, ARGV[1])
   return 1
 end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
