@@ -323,3 +323,36 @@ fn an_older_redis_is_the_default_board() {
     assert_eq!(second, id + 1);
     assert_eq!(lb.get("/api/boards").json()["boards"][0]["comments"], 2);
 }
+
+/// Pub/sub keeps nothing for a subscriber that is gone: an event written
+/// while the pump's subscription is down is read from the board's log when it
+/// subscribes again (the sweep), so a stream still gets it, even with no
+/// later event to show the gap.
+#[test]
+fn an_event_lost_by_the_feed_is_read_from_the_log() {
+    let redis = RedisServer::start();
+    let lb = Likeboard::builder().redis(&redis).start();
+    let id = comment(lb.addr, "z", "z");
+    let mut s = stream(lb.addr, "z", &[("Last-Event-ID", "0")]);
+    assert_eq!(events(&lb, &mut s, 1)[0].0, 1);
+    like(lb.addr, "z", id, 1); // the pump now has a position on the board
+    assert_eq!(events(&lb, &mut s, 1)[0].0, 2);
+    let cli = support::require_tool("redis-cli", "redis-tools");
+    let port = redis.url().rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let kill = std::process::Command::new(&cli)
+        .args(["-p", &port, "CLIENT", "KILL", "TYPE", "pubsub"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&kill.stdout).trim(), "1", "one subscriber: the pump");
+    // Within the feed's 100 ms backoff: nobody is subscribed to hear this.
+    like(lb.addr, "z", id, 2);
+    let got = events(&lb, &mut s, 1);
+    assert_eq!((got[0].0, got[0].2.clone()), (3, json!({ "id": id, "score": 2 })));
+    let metrics = lb.get("/metrics").text();
+    let recovered: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("likeboard_pump_recovered_events_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no recovered count in\n{metrics}"));
+    assert!(recovered >= 1, "the like came from the log, not the feed");
+}
