@@ -522,6 +522,21 @@ mod tests {
         assert!(matches!(classify("like", e), StoreError::Unavailable(_)));
     }
 
+    /// `SCRIPT LOAD` (what `Script::invoke` sends on NOSCRIPT) is told apart
+    /// from every other command, in any case.
+    #[test]
+    fn script_load_is_recognised() {
+        let mut load = redis::cmd("script");
+        load.arg("load").arg("return 1");
+        assert!(ClusterConn::is_script_load(&load));
+        let mut flush = redis::cmd("SCRIPT");
+        flush.arg("FLUSH");
+        assert!(!ClusterConn::is_script_load(&flush));
+        let mut eval = redis::cmd("EVAL");
+        eval.arg("return 1").arg(0);
+        assert!(!ClusterConn::is_script_load(&eval));
+    }
+
     /// A free loopback port, with nothing listening on it.
     fn dead_port() -> u16 {
         TcpListener::bind("127.0.0.1:0")
