@@ -304,6 +304,53 @@ fn dead_master_fails_fast_and_others_carry_on() {
     );
 }
 
+/// A master that is alive but does not answer (stopped, as under a long
+/// stall) costs a request for its slots at most the 2 s command timeout, one
+/// second per try; the other masters' slots stay fast, and once it answers
+/// again so do its own.
+#[test]
+fn stopped_master_costs_at_most_the_command_timeout() {
+    let cluster = RedisCluster::start();
+    let keys = key_per_node(&cluster);
+    let mut con = connect(&cluster_client(&cluster));
+    for key in &keys {
+        let _: () = redis::cmd("SET").arg(key).arg(5).query(&mut con).unwrap();
+    }
+    let pid = cluster.pid(0) as libc::pid_t;
+    // SAFETY: kill only sends a signal to our own child. Drop's SIGKILL ends
+    // it even while stopped, should an assertion below fail.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let (result, stalled) = timed(|| get(&mut con, &keys[0]));
+    let e = result.expect_err("a stopped master does not answer");
+    assert!(e.is_timeout(), "{e:?}");
+    assert!(
+        stalled >= Duration::from_millis(1900) && stalled < Duration::from_millis(2500),
+        "two tries of one second each, took {stalled:?}"
+    );
+    for key in &keys[1..] {
+        let (result, took) = timed(|| get(&mut con, key));
+        assert_eq!(result.unwrap(), Some(5));
+        assert!(took < FAST, "{took:?}");
+    }
+    // A new connection tries the stopped node twice (as the first seed, then
+    // for the slot map), and each handshake waits the 500 ms connect timeout
+    // for each of its two replies (CLIENT SETINFO): 2 s, but no hang.
+    let (fresh, connecting) = timed(|| cluster_client(&cluster).get_connection());
+    assert!(
+        fresh.is_ok(),
+        "a new connection leaves the stopped node out"
+    );
+    assert!(
+        connecting < Duration::from_secs(3),
+        "connecting took {connecting:?}"
+    );
+    eprintln!("stopped master: its request failed after {stalled:?}; a new connection took {connecting:?}");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let (result, took) = timed(|| get(&mut con, &keys[0]));
+    assert_eq!(result.unwrap(), Some(5), "answered again after {took:?}");
+}
+
 /// A master restarted on the same port and files serves its slots again on
 /// the connection made before it died, with no new client: while it rejoins
 /// (CLUSTERDOWN) each request fails fast, then every value is back.
