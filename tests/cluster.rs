@@ -147,7 +147,7 @@ fn boards_spread_over_every_master() {
 
 /// With `appendfsync always`, every write a master acknowledged is back after
 /// a SIGKILL and a restart on the same port and files; the other masters keep
-/// serving their slots meanwhile.
+/// serving their slots meanwhile, also once they have marked it failed.
 #[test]
 fn killed_master_keeps_acknowledged_writes() {
     let mut cluster = RedisCluster::start();
@@ -160,6 +160,12 @@ fn killed_master_keeps_acknowledged_writes() {
     assert!(!cluster.is_running(1));
     for node in [0, 2] {
         assert_eq!(cluster.call(node, &["INCR", &keys[node]]), Reply::Int(1));
+    }
+    // Down long enough for the others to agree it failed: the restart must
+    // then also wait for them to take it back.
+    cluster.wait_failed(1);
+    for node in [0, 2] {
+        assert_eq!(cluster.call(node, &["INCR", &keys[node]]), Reply::Int(2));
     }
     cluster.restart(1);
     assert_ne!(cluster.pid(1), pid, "a new process");

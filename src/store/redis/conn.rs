@@ -77,10 +77,12 @@ const CLUSTER_RETRIES: u32 = 1;
 /// tries, since the crate sends a timed-out command again.
 const CLUSTER_TRY_TIMEOUT: Duration =
     Duration::from_millis(COMMAND_TIMEOUT.as_millis() as u64 / (CLUSTER_RETRIES as u64 + 1));
-/// The pause before a cluster retry after CLUSTERDOWN or TRYAGAIN, in ms: a
-/// random wait in `MIN..min(MAX, 10 × 2^retry)`, so 10-20 ms for our one retry
-/// (the crate's default is at least 1.28 s).
+/// The pause before a cluster retry after CLUSTERDOWN or TRYAGAIN, in ms: the
+/// crate waits a random time in `min..min(max, factor × base^retry)`, so
+/// 10-20 ms for our one retry (by default at least 1.28 s).
 const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (10, 50);
+/// `factor` and `base` of that formula (the crate's defaults).
+const CLUSTER_RETRY_WAIT_FORMULA: (u64, u64) = (10, 2);
 
 /// What the store connects to.
 enum Target {
@@ -352,13 +354,14 @@ impl Pool {
             return Err(StoreError::Corrupt("a Redis Cluster needs a seed".into()));
         }
         let (min_wait, max_wait) = CLUSTER_RETRY_WAIT_MS;
+        let (factor, base) = CLUSTER_RETRY_WAIT_FORMULA;
         let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(CLUSTER_TRY_TIMEOUT)
             .retries(CLUSTER_RETRIES)
             .min_retry_wait(min_wait)
             .max_retry_wait(max_wait)
-            .retry_wait_formula(10, 2)
+            .retry_wait_formula(factor, base)
             .build()
             .map_err(invalid)?;
         let seeds = seeds
