@@ -12,7 +12,10 @@ use crate::store::StoreError;
 pub enum Error {
     /// 400: the request is malformed or a value is invalid.
     BadRequest(String),
-    /// 403: a cross-site write, refused.
+    /// 401: moderation without the right token. The reply carries
+    /// `WWW-Authenticate: Bearer`; the message never repeats what was sent.
+    Unauthorized(String),
+    /// 403: a cross-site write, or a blocked visitor's, refused.
     Forbidden(String),
     /// 404: no such route or comment.
     NotFound(String),
@@ -28,6 +31,8 @@ pub enum Error {
     UriTooLong { limit: usize },
     /// 415: the body is neither JSON nor a form.
     UnsupportedMediaType,
+    /// 423: the board is locked by its moderator.
+    Locked(String),
     /// 429: the write rate limit; retry after this many seconds.
     TooManyRequests { retry_after: u64 },
     /// 431: too many header fields, or too many bytes of them.
@@ -44,6 +49,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::BadRequest(_) => 400,
+            Error::Unauthorized(_) => 401,
             Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
@@ -52,6 +58,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => 413,
             Error::UriTooLong { .. } => 414,
             Error::UnsupportedMediaType => 415,
+            Error::Locked(_) => 423,
             Error::TooManyRequests { .. } => 429,
             Error::HeaderTooLarge => 431,
             Error::VersionNotSupported => 505,
@@ -64,9 +71,11 @@ impl Error {
     pub fn public_message(&self) -> String {
         match self {
             Error::BadRequest(m)
+            | Error::Unauthorized(m)
             | Error::Forbidden(m)
             | Error::NotFound(m)
-            | Error::Conflict(m) => m.clone(),
+            | Error::Conflict(m)
+            | Error::Locked(m) => m.clone(),
             Error::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
             Error::RequestTimeout => "request timeout".to_string(),
             Error::PayloadTooLarge { limit } => format!("body larger than {limit} bytes"),
@@ -88,6 +97,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self.status() {
             400 => "Bad Request",
+            401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
@@ -95,6 +105,7 @@ impl Error {
             413 => "Content Too Large",
             414 => "URI Too Long",
             415 => "Unsupported Media Type",
+            423 => "Locked",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             503 => "Service Unavailable",
@@ -139,7 +150,10 @@ impl std::error::Error for Error {}
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::TooManyBoards { .. } => Error::Conflict(e.to_string()),
+            StoreError::TooManyBoards { .. } | StoreError::TooManyBlocks { .. } => {
+                Error::Conflict(e.to_string())
+            }
+            StoreError::Locked => Error::Locked(e.to_string()),
             StoreError::Unavailable(why) => Error::Unavailable(why),
             StoreError::Corrupt(why) => Error::Internal(why),
         }

@@ -77,6 +77,7 @@ pub mod input;
 pub mod limits;
 pub mod lock;
 pub mod metrics;
+pub mod moderation;
 pub mod page;
 pub mod proxy;
 pub mod pump;
@@ -174,6 +175,19 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => visitor::Visitors::new(Arc::clone(&store)),
     };
+    // Moderation is on with a token file; a token too short is a startup
+    // error (the message names the file, never the token).
+    let admin = match &config.admin_token_file {
+        Some(path) => Some(moderation::AdminToken::read(path)?),
+        None => None,
+    };
+    // Every instance enforces the site's blocks, with or without the token:
+    // instances sharing a store share their moderators' decisions.
+    let blocks = Arc::new(moderation::Blocks::new(Arc::clone(&store)));
+    if let Err(e) = blocks.refresh() {
+        log::warn!("cannot read the blocks yet ({e}); will keep trying");
+    }
+    let _blocks = blocks.spawn_refresher(Arc::clone(&stop));
     let app = Arc::new(App {
         store: Arc::clone(&store),
         replayer,
@@ -181,6 +195,9 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         hub: Arc::clone(&hub),
         page,
         limiter: ratelimit::RateLimiter::new(config.write_rate),
+        admin,
+        auth_failures: ratelimit::RateLimiter::new(routes::ADMIN_FAILURES_PER_MINUTE),
+        blocks,
         classroom: config.classroom.then(classroom::Classroom::new),
         config,
         pump: Arc::clone(&pump_stats),

@@ -25,8 +25,8 @@ use crate::hub::Hub;
 use crate::pump::PumpStats;
 use crate::sse::Message;
 use crate::store::{
-    BoardInfo, Comment, EventReader, Feed, History, LikeOp, LikeOutcome, NewComment, Snapshot,
-    Store, StoreError, StoreResult,
+    Action, AuditEntry, Block, BoardInfo, Comment, EventReader, Feed, HiddenComment, History,
+    LikeOp, LikeOutcome, Moderated, NewComment, Snapshot, Store, StoreError, StoreResult,
 };
 
 /// The `Content-Type` of the exposition; Prometheus picks its parser by it.
@@ -163,7 +163,10 @@ impl Metrics {
     ) -> StoreResult<T> {
         if let Err(e) = &r {
             let kind = match e {
-                StoreError::TooManyBoards { .. } => "refused",
+                // A locked board refusing a write is the moderator's will,
+                // not a failure: nothing to alert on.
+                StoreError::Locked => return r,
+                StoreError::TooManyBoards { .. } | StoreError::TooManyBlocks { .. } => "refused",
                 StoreError::Unavailable(_) => "unavailable",
                 StoreError::Corrupt(_) => "unexpected",
             };
@@ -385,6 +388,49 @@ impl Store for MeteredStore {
         self.count("ping", self.inner.ping())
     }
 
+    fn moderate(&self, board: &Board, action: Action, now: u64) -> StoreResult<Moderated> {
+        let is_lock = matches!(action, Action::Lock(_));
+        let r = self.count("moderate", self.inner.moderate(board, action, now));
+        if let Ok(Moderated::Done(ids)) = &r {
+            // A lock logs one event; every other step one per comment it touched.
+            let logged = if is_lock { 1 } else { ids.len() as u64 };
+            self.metrics.appended.inc_by(logged);
+        }
+        r
+    }
+
+    fn author_of(&self, board: &Board, comment: u64) -> StoreResult<Option<String>> {
+        self.count("author_of", self.inner.author_of(board, comment))
+    }
+
+    fn hidden(&self, board: &Board, limit: usize) -> StoreResult<Vec<HiddenComment>> {
+        self.count("hidden", self.inner.hidden(board, limit))
+    }
+
+    fn block(&self, block: &Block, now: u64) -> StoreResult<u64> {
+        self.count("block", self.inner.block(block, now))
+    }
+
+    fn unblock(&self, reference: &str) -> StoreResult<Option<(String, u64)>> {
+        self.count("unblock", self.inner.unblock(reference))
+    }
+
+    fn blocks_version(&self) -> StoreResult<u64> {
+        self.count("blocks_version", self.inner.blocks_version())
+    }
+
+    fn blocks(&self) -> StoreResult<(Vec<Block>, u64)> {
+        self.count("blocks", self.inner.blocks())
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        self.count("audit", self.inner.audit(entry))
+    }
+
+    fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.count("audit_log", self.inner.audit_log(limit))
+    }
+
     fn event_reader(&self) -> Box<dyn EventReader> {
         Box::new(MeteredReader {
             inner: self.inner.event_reader(),
@@ -435,6 +481,7 @@ mod tests {
                     nickname: "a".into(),
                     content: "b".into(),
                     created_at: 0,
+                    author: "c:t".into(),
                 },
             )
             .unwrap();

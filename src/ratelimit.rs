@@ -4,6 +4,10 @@
 //! burst of clicks is fine and a script flooding the board is slowed to the
 //! configured rate. A classroom behind one NAT address shares the IP bucket,
 //! which is therefore [`IP_FACTOR`] times larger than a visitor's.
+//!
+//! The same buckets count failed moderator logins per IP ([`RateLimiter::peek`]
+//! and [`RateLimiter::spend`]): only failures take from the bucket, and an
+//! empty one refuses every attempt, right or wrong, until it refills.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -79,6 +83,44 @@ impl RateLimiter {
         }
         Ok(())
     }
+
+    /// Whether `key`'s own bucket (of the limiter's rate) holds a token,
+    /// without taking it; else the whole seconds until it will. Always
+    /// allowed when limiting is off.
+    pub fn peek(&self, key: &str) -> Result<(), u64> {
+        self.one(key, false)
+    }
+
+    /// Takes a token from `key`'s own bucket (if it has one left).
+    pub fn spend(&self, key: &str) {
+        let _ = self.one(key, true);
+    }
+
+    fn one(&self, key: &str, take: bool) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let rate = f64::from(self.per_minute);
+        let mut buckets = crate::lock::lock(&self.buckets);
+        if buckets.len() > SWEEP_AT {
+            buckets.retain(|_, b| now.duration_since(b.updated).as_secs_f64() < 60.0);
+        }
+        let b = buckets.entry(format!("one:{key}")).or_insert(Bucket {
+            tokens: rate,
+            updated: now,
+        });
+        let elapsed = now.duration_since(b.updated).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate / 60.0).min(rate);
+        b.updated = now;
+        if b.tokens < 1.0 {
+            return Err(((1.0 - b.tokens) * 60.0 / rate).ceil().max(1.0) as u64);
+        }
+        if take {
+            b.tokens -= 1.0;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +148,22 @@ mod tests {
             .filter(|i| limiter.check(&i.to_string(), "ip").is_ok())
             .count();
         assert_eq!(allowed, IP_FACTOR as usize);
+    }
+
+    /// Peeking takes nothing; spending empties the bucket, and then even a
+    /// peek is refused until it refills.
+    #[test]
+    fn peek_and_spend() {
+        let limiter = RateLimiter::new(2);
+        for _ in 0..10 {
+            assert!(limiter.peek("ip").is_ok());
+        }
+        limiter.spend("ip");
+        assert!(limiter.peek("ip").is_ok());
+        limiter.spend("ip");
+        let wait = limiter.peek("ip").unwrap_err();
+        assert!((1..=30).contains(&wait), "{wait}");
+        assert!(limiter.peek("other").is_ok());
     }
 
     /// A rate of 0 turns limiting off.

@@ -493,6 +493,7 @@ mod tests {
                 nickname: "a".into(),
                 content: "b".into(),
                 created_at: 1,
+                author: "c:t".into(),
             };
             store.add_comment(&board, new).unwrap();
         }

@@ -68,16 +68,7 @@ impl Visitors {
     /// Reads a secret from `path`: its first line, at least
     /// [`MIN_SECRET`] characters.
     pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading the visitor key file {}: {e}", path.display()))?;
-        let secret = text.lines().next().unwrap_or("").trim().to_string();
-        if secret.chars().count() < MIN_SECRET {
-            return Err(format!(
-                "the visitor key in {} is shorter than {MIN_SECRET} characters",
-                path.display()
-            ));
-        }
-        Ok(secret)
+        read_secret(path, "visitor key")
     }
 
     /// The visitor behind a request with this `Cookie` header from `ip`, and
@@ -137,6 +128,21 @@ impl Visitors {
     }
 }
 
+/// Reads the secret called `what` from `path`: its first line, trimmed, at
+/// least [`MIN_SECRET`] characters. The errors name the file, never the secret.
+pub(crate) fn read_secret(path: &std::path::Path, what: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading the {what} file {}: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.chars().count() < MIN_SECRET {
+        return Err(format!(
+            "the {what} in {} is shorter than {MIN_SECRET} characters",
+            path.display()
+        ));
+    }
+    Ok(secret)
+}
+
 fn by_address(ip: String) -> Visitor {
     Visitor {
         id: format!("ip:{ip}"),
@@ -187,6 +193,11 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 
 /// 128 random bits as hex, from the OS.
 fn random_hex() -> String {
+    random_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 128 random bits from the OS.
+pub(crate) fn random_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -202,7 +213,7 @@ fn random_hex() -> String {
         bytes[..8].copy_from_slice(&hash(1).to_le_bytes());
         bytes[8..].copy_from_slice(&hash(2).to_le_bytes());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes
 }
 
 #[cfg(test)]

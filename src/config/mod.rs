@@ -81,6 +81,9 @@ pub struct Config {
     /// Where the secret that signs visitor cookies is, when not in the store
     /// (`visitor.rs`): for the in-memory store, whose key dies with the process.
     pub visitor_key_file: Option<PathBuf>,
+    /// Where the moderators' token is (`moderation.rs`); `None` turns
+    /// moderation off, and its routes do not exist (404).
+    pub admin_token_file: Option<PathBuf>,
     /// Show the fault panel: each browser may disturb its own streams.
     pub classroom: bool,
 }
@@ -108,6 +111,7 @@ impl Default for Config {
             seed_routes: false,
             assets_dir: None,
             visitor_key_file: None,
+            admin_token_file: None,
             classroom: false,
         };
         for opt in OPTIONS {

@@ -266,6 +266,20 @@ pub const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        flag: "--admin-token-file",
+        value: Some("PATH"),
+        env: "LIKEBOARD_ADMIN_TOKEN_FILE",
+        // A file, not a flag's value: a command line is visible to every user
+        // of the machine (ps, /proc/*/cmdline), and ends up in shell histories.
+        initial: Initial::Unset("unset: moderation is off and its routes are 404"),
+        help: "a file holding the moderators' secret token (at least 32 characters); \
+               requests bearing it (Authorization: Bearer) may hide, delete, block and lock",
+        set: |c, _, v| {
+            c.admin_token_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+            Ok(())
+        },
+    },
+    Opt {
         flag: "--seed-routes",
         value: None,
         env: "LIKEBOARD_SEED_ROUTES",

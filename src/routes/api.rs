@@ -39,9 +39,12 @@ pub(super) fn board_urls(board: &Board) -> (String, String) {
     }
 }
 
-pub(super) fn index(app: &App, board: &Board) -> Result<Reply, Error> {
+/// The page of `board`; with `moderate`, with the moderator's controls (the
+/// page asks for the token, and shows nothing more without it).
+pub(super) fn index(app: &App, board: &Board, moderate: bool) -> Result<Reply, Error> {
     // The board renders without JavaScript too; the script then takes over.
     let snapshot = app.store.snapshot(board, "", LIMIT_DEFAULT, 0)?;
+    let locked = snapshot.locked;
     let comments: Vec<_> = snapshot.comments.into_iter().map(|c| c.comment).collect();
     let (mut boards, _) = app.store.boards(BOARDS_ON_PAGE)?;
     if !boards.iter().any(|b| b.board == board.as_str()) {
@@ -64,6 +67,8 @@ pub(super) fn index(app: &App, board: &Board) -> Result<Reply, Error> {
                 events_url,
                 seed_routes => app.config.seed_routes,
                 classroom => app.config.classroom,
+                locked,
+                moderate,
             },
         )
         .map_err(|e| Error::Internal(format!("rendering index.html: {e:#}")))?;
@@ -116,11 +121,20 @@ pub(super) fn list(
             "comments": snapshot.comments,
             // A string: event ids are opaque to clients, as Last-Event-ID is.
             "last_event_id": snapshot.last_event_id.to_string(),
+            // As of the same instant: the page disables its form and likes.
+            "locked": snapshot.locked,
         }),
     ))
 }
 
-pub(super) fn add_comment(app: &App, board: &Board, form: CommentForm) -> Result<Reply, Error> {
+/// Posts a comment by `visitor`, whose id the store keeps as its author
+/// (never shown: a moderator can block them by the comment).
+pub(super) fn add_comment(
+    app: &App,
+    board: &Board,
+    form: CommentForm,
+    visitor: &Visitor,
+) -> Result<Reply, Error> {
     let (nickname, content) = form.validate()?;
     let created_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -131,6 +145,7 @@ pub(super) fn add_comment(app: &App, board: &Board, form: CommentForm) -> Result
             nickname,
             content,
             created_at,
+            author: visitor.id.clone(),
         },
     )?;
     let mut reply = Reply::json(201, json!(comment));

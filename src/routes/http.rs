@@ -52,6 +52,10 @@ impl Reply {
             Error::TooManyRequests { retry_after } => {
                 reply.headers.push(("Retry-After", retry_after.to_string()))
             }
+            // RFC 6750: say which scheme the route takes, nothing about the token.
+            Error::Unauthorized(_) => reply
+                .headers
+                .push(("WWW-Authenticate", "Bearer realm=\"likeboard\"".to_string())),
             _ => {}
         }
         reply
@@ -98,12 +102,19 @@ pub(super) fn check_same_origin(req: &Request) -> Result<(), Error> {
 }
 
 pub(super) fn read_comment_form(req: &mut Request) -> Result<CommentForm, Error> {
+    let body = read_body(req)?;
+    match mime(req).as_str() {
+        "application/json" => CommentForm::from_json(&body),
+        "application/x-www-form-urlencoded" => CommentForm::from_form(&body),
+        _ => Err(Error::UnsupportedMediaType),
+    }
+}
+
+/// The request's body, at most [`BODY_LIMIT`] bytes (413 beyond).
+pub(super) fn read_body(req: &mut Request) -> Result<Vec<u8>, Error> {
     if req.body_length().is_some_and(|n| n > BODY_LIMIT) {
         return Err(Error::PayloadTooLarge { limit: BODY_LIMIT });
     }
-    let content_type = header(req, "Content-Type")
-        .unwrap_or("")
-        .to_ascii_lowercase();
     let mut body = Vec::new();
     req.as_reader()
         .take(BODY_LIMIT as u64 + 1)
@@ -112,12 +123,20 @@ pub(super) fn read_comment_form(req: &mut Request) -> Result<CommentForm, Error>
     if body.len() > BODY_LIMIT {
         return Err(Error::PayloadTooLarge { limit: BODY_LIMIT });
     }
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    match mime {
-        "application/json" => CommentForm::from_json(&body),
-        "application/x-www-form-urlencoded" => CommentForm::from_form(&body),
-        _ => Err(Error::UnsupportedMediaType),
-    }
+    Ok(body)
+}
+
+/// The body's media type, lowercase, without parameters (`""` if none).
+pub(super) fn mime(req: &Request) -> String {
+    let content_type = header(req, "Content-Type")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// The value of the first header called `name` (case-insensitive).

@@ -10,8 +10,9 @@
 //! store logs every change and the pump delivers it.
 //!
 //! `api.rs` holds the board's handlers, `seed.rs` the original demo's
-//! (`--seed-routes`), `http.rs` the reply type and the HTTP details every
-//! handler shares. Only the route table here matches on paths.
+//! (`--seed-routes`), `admin.rs` the moderator's (`--admin-token-file`),
+//! `http.rs` the reply type and the HTTP details every handler shares. Only
+//! the route table here matches on paths.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,10 +33,13 @@ use crate::sse::replay::Replayer;
 use crate::sse::{Message, Resume, StreamOptions};
 use crate::store::{LikeOp, Store};
 
+mod admin;
 mod api;
 mod http;
 mod seed;
 
+use admin::check_blocked;
+pub use admin::{AdminRoute, FAILURES_PER_MINUTE as ADMIN_FAILURES_PER_MINUTE};
 use http::{check_head, check_same_origin, read_comment_form};
 pub use http::{header, Reply, BODY_LIMIT};
 use seed::SeedRoute;
@@ -58,6 +62,12 @@ pub struct App {
     pub page: Page,
     /// The write rate limit, per visitor and per IP.
     pub limiter: RateLimiter,
+    /// The moderators' token (`--admin-token-file`); `None`: moderation is off.
+    pub admin: Option<crate::moderation::AdminToken>,
+    /// Failed moderator token checks per client address (`admin::FAILURES_PER_MINUTE`).
+    pub auth_failures: RateLimiter,
+    /// This instance's copy of the site's blocks, checked on every write.
+    pub blocks: Arc<crate::moderation::Blocks>,
     /// The settings the server started with.
     pub config: Config,
     /// What the pump has delivered, for `/healthz` and `/metrics`.
@@ -121,6 +131,8 @@ pub enum Route<'a> {
     Metrics,
     /// One of the original demo's routes (`--seed-routes`).
     Seed(SeedRoute),
+    /// One of the moderator's routes (`--admin-token-file`).
+    Admin(AdminRoute<'a>),
     /// A path we serve, asked with a method it does not take: 405 with `Allow`.
     WrongMethod {
         /// The label of the path's routes, so a 405 counts where they do.
@@ -200,6 +212,7 @@ impl<'a> Route<'a> {
     fn table(method: &Method, segments: &[&'a str], config: &Config) -> Option<Route<'a>> {
         use Method::{Delete, Get, Post};
         let seed = config.seed_routes;
+        let moderated = config.admin_token_file.is_some();
         // A board's routes, named or not, after the part that says which board.
         let (board, rest): (At<'a>, &[&'a str]) = match segments {
             ["api", "boards", board, rest @ ..] if !rest.is_empty() => (At::Named(board), rest),
@@ -243,6 +256,35 @@ impl<'a> Route<'a> {
             (Delete, ["favorite"]) if seed => Route::Seed(SeedRoute::Favorite(LikeOp::Unlike)),
             (Get, ["commentList"]) if seed => Route::Seed(SeedRoute::CommentList),
             (Get, ["sse"]) if seed => Route::Seed(SeedRoute::Sse),
+            // The moderator's, with `--admin-token-file` (else 404).
+            (_, ["admin"] | ["api", "admin", ..]) if moderated => {
+                Route::Admin(Route::admin_table(method, segments)?)
+            }
+            _ => return None,
+        })
+    }
+
+    /// The moderator's part of the table.
+    fn admin_table(method: &Method, segments: &[&'a str]) -> Option<AdminRoute<'a>> {
+        use Method::{Delete, Get, Post};
+        let (board, rest) = match segments {
+            ["api", "admin", "boards", board, rest @ ..] => (*board, rest),
+            _ => ("", &[][..]),
+        };
+        Some(match (method, segments, rest) {
+            (Get, ["admin"], _) => AdminRoute::Page,
+            (Post, _, ["comments", id, "hide"]) => AdminRoute::Hide { board, id },
+            (Post, _, ["comments", id, "restore"]) => AdminRoute::Restore { board, id },
+            (Delete, _, ["comments", id]) => AdminRoute::Delete { board, id },
+            (Post, _, ["comments", id, "block-author"]) => AdminRoute::BlockAuthor { board, id },
+            (Post, _, ["lock"]) => AdminRoute::Lock { board, lock: true },
+            (Delete, _, ["lock"]) => AdminRoute::Lock { board, lock: false },
+            (Get, _, ["hidden"]) => AdminRoute::Hidden { board },
+            (Get, ["api", "admin", "blocked"], _) => AdminRoute::Blocked,
+            (Delete, ["api", "admin", "blocked", reference], _) => {
+                AdminRoute::Unblock { reference }
+            }
+            (Get, ["api", "admin", "audit"], _) => AdminRoute::Audit,
             _ => return None,
         })
     }
@@ -273,6 +315,7 @@ impl<'a> Route<'a> {
             Route::Seed(SeedRoute::Favorite(_)) => "/favorite",
             Route::Seed(SeedRoute::CommentList) => "/commentList",
             Route::Seed(SeedRoute::Sse) => "/sse",
+            Route::Admin(admin) => admin.pattern(),
             Route::WrongMethod { pattern, .. } => pattern,
             Route::NotFound => "unmatched",
         }
@@ -302,21 +345,27 @@ pub fn dispatch(
     visitor: &Visitor,
 ) -> Result<Outcome, Error> {
     let reply = match route {
-        Route::Index { board } => api::index(app, &board.board()?)?,
+        Route::Index { board } => {
+            // `?moderate` asks for the moderator's controls, where there are any.
+            let moderate = app.admin.is_some() && target.param("moderate").is_some();
+            api::index(app, &board.board()?, moderate)?
+        }
         Route::Static { name } => api::static_file(app, name)?,
         Route::Boards => api::boards(app, target)?,
         Route::ListComments { board } => api::list(app, &board.board()?, target, visitor)?,
         Route::AddComment { board } => {
             check_same_origin(req)?;
             let board = board.board()?;
+            check_blocked(app, visitor)?;
             check_rate(app, visitor)?;
             let form = read_comment_form(req)?;
-            api::add_comment(app, &board, form)?
+            api::add_comment(app, &board, form, visitor)?
         }
         Route::Like { board, id, op } => {
             check_same_origin(req)?;
             let board = board.board()?;
             let id = input::parse_id(id)?;
+            check_blocked(app, visitor)?;
             check_rate(app, visitor)?;
             api::like(app, &board, id, visitor, op)?
         }
@@ -331,6 +380,7 @@ pub fn dispatch(
         Route::Seed(SeedRoute::Favorite(op)) => seed::favorite(app, req, op, target, visitor)?,
         Route::Seed(SeedRoute::CommentList) => seed::comment_list(app, target, visitor)?,
         Route::Seed(SeedRoute::Sse) => return Ok(seed::sse(app, req, target)),
+        Route::Admin(route) => admin::dispatch(app, req, route, target, visitor)?,
         Route::WrongMethod { allow, .. } => return Err(Error::MethodNotAllowed { allow }),
         Route::NotFound => {
             let path = truncate_path(&target.path);

@@ -7,7 +7,7 @@ use tiny_http::Request;
 
 use super::api;
 use super::http::{check_same_origin, Reply};
-use super::{check_rate, resume, App, Outcome, Visitor, LIMIT_MAX};
+use super::{check_blocked, check_rate, resume, App, Outcome, Visitor, LIMIT_MAX};
 use crate::board::Board;
 use crate::error::Error;
 use crate::input::{self, CommentForm, Target};
@@ -30,6 +30,7 @@ pub enum SeedRoute {
 /// `GET /addComment`. Changes state on GET, as the demo did: unsafe
 /// cross-site, hence opt-in.
 pub(super) fn add_comment(app: &App, target: &Target, visitor: &Visitor) -> Result<Reply, Error> {
+    check_blocked(app, visitor)?;
     check_rate(app, visitor)?;
     let form = CommentForm {
         content: target.param("content").map(str::to_string),
@@ -38,7 +39,7 @@ pub(super) fn add_comment(app: &App, target: &Target, visitor: &Visitor) -> Resu
     // The demo answered 200 (Go's default), and its client may check for it.
     Ok(Reply {
         status: 200,
-        ..api::add_comment(app, &Board::main(), form)?
+        ..api::add_comment(app, &Board::main(), form, visitor)?
     })
 }
 
@@ -56,6 +57,7 @@ pub(super) fn favorite(
         return Err(Error::BadRequest("member is required".into()));
     }
     let id = input::parse_id(member)?;
+    check_blocked(app, visitor)?;
     check_rate(app, visitor)?;
     api::like(app, &Board::main(), id, visitor, op)
 }

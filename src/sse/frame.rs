@@ -20,9 +20,12 @@ pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 /// Which event format a stream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
-    /// `/events`: `id`, `event: like|comment`, one line of JSON.
+    /// `/events`: `id`, `event: like|comment|remove|locked`, one line of JSON.
     Standard,
-    /// The seed's `/sse`: `id` and `data: <comment id>@<POST|DELETE>` for likes only.
+    /// The seed's `/sse`: `id` and `data: <comment id>@<POST|DELETE>` for likes
+    /// only. The demo's client knows no other frame, so comments, removals
+    /// and locks are left out (its ids skip them); its `/commentList` shows
+    /// the board as the moderator left it.
     Seed,
 }
 
@@ -33,11 +36,11 @@ pub struct Encoded {
     pub id: u64,
     /// For a like, the comment whose absolute score it carries: a later like
     /// of the same comment makes it redundant (see [`fold`]). `None` for
-    /// events nothing can replace (comments).
+    /// events nothing can replace (comments, removals, locks).
     pub score_of: Option<u64>,
     /// The `/events` frame.
     standard: Vec<u8>,
-    /// The seed's `/sse` frame; `None` for events the seed never sent (comments).
+    /// The seed's `/sse` frame; `None` for events the seed never sent (all but likes).
     seed: Option<Vec<u8>>,
 }
 
@@ -48,17 +51,23 @@ impl Encoded {
                 ("like", json!({ "id": comment, "score": score }).to_string())
             }
             EventKind::Comment(c) => ("comment", serde_json::to_string(c).unwrap_or_default()),
+            EventKind::Remove { comment } => ("remove", json!({ "id": comment }).to_string()),
+            EventKind::Locked(locked) => ("locked", json!({ "locked": locked }).to_string()),
         };
         let standard = format!("id: {}\nevent: {name}\ndata: {data}\n\n", event.id).into_bytes();
         let seed = match &event.kind {
             EventKind::Like { comment, op, .. } => Some(
                 format!("id: {}\ndata: {comment}@{}\n\n", event.id, seed_method(*op)).into_bytes(),
             ),
-            EventKind::Comment(_) => None,
+            _ => None,
         };
+        // Only a like carries an absolute score that a later like replaces. A
+        // removal is never folded away: a like of the same comment after it
+        // (impossible while it is hidden, but a restore may come between)
+        // does not say the comment went.
         let score_of = match &event.kind {
             EventKind::Like { comment, .. } => Some(*comment),
-            EventKind::Comment(_) => None,
+            _ => None,
         };
         Encoded {
             id: event.id,
@@ -283,6 +292,50 @@ mod tests {
         let events: Vec<Event> = (1..=5).map(|i| like(i, 7, i, LikeOp::Like)).collect();
         assert_eq!(folded_ids(&events, Dialect::Seed), vec![1, 2, 3, 4, 5]);
         assert_eq!(folded_ids(&events, Dialect::Standard), vec![5]);
+    }
+
+    /// A removal and a lock render to exactly their frames, are never folded,
+    /// and the seed's stream leaves them out.
+    #[test]
+    fn moderation_frames() {
+        let remove = Event {
+            id: 8,
+            kind: EventKind::Remove { comment: 4 },
+        };
+        let lock = Event {
+            id: 10,
+            kind: EventKind::Locked(true),
+        };
+        let unlock = Event {
+            id: 11,
+            kind: EventKind::Locked(false),
+        };
+        let e = Encoded::new(&remove);
+        assert_eq!(
+            e.bytes(Dialect::Standard),
+            b"id: 8\nevent: remove\ndata: {\"id\":4}\n\n"
+        );
+        assert!(e.bytes(Dialect::Seed).is_empty());
+        assert_eq!(
+            Encoded::new(&lock).bytes(Dialect::Standard),
+            b"id: 10\nevent: locked\ndata: {\"locked\":true}\n\n"
+        );
+        assert_eq!(
+            Encoded::new(&unlock).bytes(Dialect::Standard),
+            b"id: 11\nevent: locked\ndata: {\"locked\":false}\n\n"
+        );
+        let events = [
+            like(7, 4, 2, LikeOp::Like),
+            remove,
+            like(9, 4, 3, LikeOp::Like),
+            lock,
+            unlock,
+        ];
+        assert_eq!(
+            folded_ids(&events, Dialect::Standard),
+            vec![8, 9, 10, 11],
+            "the older like goes, the removal and the locks stay"
+        );
     }
 
     /// A comment's text stays on one `data:` line even when it holds newlines:

@@ -332,6 +332,7 @@ mod tests {
                     nickname: "n".into(),
                     content: "c".into(),
                     created_at: 0,
+                    author: "c:t".into(),
                 },
             )
             .unwrap();

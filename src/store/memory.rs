@@ -10,8 +10,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    BoardInfo, Comment, Event, EventKind, EventReader, Feed, History, LikeOp, LikeOutcome,
-    ListedComment, NewComment, Snapshot, Store, StoreError, StoreResult,
+    Action, AuditEntry, Block, BoardInfo, Comment, Event, EventKind, EventReader, Feed,
+    HiddenComment, History, LikeOp, LikeOutcome, ListedComment, Moderated, NewComment, Snapshot,
+    Store, StoreError, StoreResult, AUDIT_LEN, MAX_BLOCKS,
 };
 use crate::board::Board;
 
@@ -29,6 +30,12 @@ struct State {
     fed: u64,
     /// The key that signs visitor cookies (set on first use).
     visitor_key: Option<String>,
+    /// Blocked visitors by visitor id (site-wide), and the number that
+    /// changes with every block or unblock.
+    blocks: HashMap<String, Block>,
+    blocks_version: u64,
+    /// The audit log, newest last, capped at `AUDIT_LEN`.
+    audit: VecDeque<AuditEntry>,
 }
 
 /// One board: its comments, ranking, likers and capped event log.
@@ -45,6 +52,13 @@ struct BoardState {
     last_event_id: u64,
     /// Ids of comments, consecutive from 1.
     last_comment_id: u64,
+    /// Hidden comments and when they were hidden. A hidden comment stays in
+    /// `comments` (with its likers and score) but leaves `ranking`.
+    hidden: HashMap<u64, u64>,
+    /// Who wrote each comment (a visitor id), never shown.
+    authors: HashMap<u64, String>,
+    /// Nobody may comment or like while set.
+    locked: bool,
 }
 
 struct Shared {
@@ -159,6 +173,7 @@ impl Store for MemoryStore {
         Ok(Snapshot {
             comments,
             last_event_id: b.last_event_id,
+            locked: b.locked,
         })
     }
 
@@ -174,6 +189,9 @@ impl Store for MemoryStore {
             state.boards.insert(board.clone(), BoardState::default());
         }
         let b = state.boards.get_mut(board).expect("just made sure");
+        if b.locked {
+            return Err(StoreError::Locked);
+        }
         b.last_comment_id += 1;
         let comment = Comment {
             id: b.last_comment_id,
@@ -183,6 +201,7 @@ impl Store for MemoryStore {
             created_at: new.created_at,
         };
         b.comments.insert(comment.id, comment.clone());
+        b.authors.insert(comment.id, new.author);
         b.ranking.insert((Reverse(0), Reverse(comment.id)));
         self.append(&mut state, board, EventKind::Comment(comment.clone()));
         Ok(comment)
@@ -199,7 +218,16 @@ impl Store for MemoryStore {
         let Some(b) = state.boards.get_mut(board) else {
             return Ok(None);
         };
-        let Some(old_score) = b.comments.get(&id).map(|c| c.score) else {
+        if b.locked {
+            return Err(StoreError::Locked);
+        }
+        // A hidden comment is not on the board: no likes until it is restored.
+        let Some(old_score) = b
+            .comments
+            .get(&id)
+            .filter(|_| !b.hidden.contains_key(&id))
+            .map(|c| c.score)
+        else {
             return Ok(None);
         };
         let likers = b.likers.entry(id).or_default();
@@ -278,6 +306,158 @@ impl Store for MemoryStore {
             .clone())
     }
 
+    fn moderate(&self, board: &Board, action: Action, now: u64) -> StoreResult<Moderated> {
+        let mut state = self.lock();
+        if !state.boards.contains_key(board) {
+            if !(board.is_main() && matches!(action, Action::Lock(_))) {
+                let none = match action {
+                    Action::Lock(_) => Moderated::NoSuchBoard,
+                    Action::HideAllBy(_) => Moderated::Done(Vec::new()),
+                    _ => Moderated::NoSuchComment,
+                };
+                return Ok(none);
+            }
+            // The default board always exists, so it may be locked before
+            // its first comment.
+            state.boards.insert(board.clone(), BoardState::default());
+        }
+        let b = state.boards.get_mut(board).expect("just made sure");
+        let mut events = Vec::new();
+        let outcome = match action {
+            Action::Hide(id) => match b.comments.get(&id) {
+                None => Moderated::NoSuchComment,
+                Some(_) if b.hidden.contains_key(&id) => Moderated::Already,
+                Some(c) => {
+                    b.ranking.remove(&(Reverse(c.score), Reverse(id)));
+                    b.hidden.insert(id, now);
+                    events.push(EventKind::Remove { comment: id });
+                    Moderated::Done(vec![id])
+                }
+            },
+            Action::Restore(id) => match b.comments.get(&id) {
+                None => Moderated::NoSuchComment,
+                Some(_) if !b.hidden.contains_key(&id) => Moderated::Already,
+                Some(c) => {
+                    b.hidden.remove(&id);
+                    b.ranking.insert((Reverse(c.score), Reverse(id)));
+                    events.push(EventKind::Comment(c.clone()));
+                    Moderated::Done(vec![id])
+                }
+            },
+            Action::Delete(id) => match b.comments.remove(&id) {
+                None => Moderated::NoSuchComment,
+                Some(c) => {
+                    b.ranking.remove(&(Reverse(c.score), Reverse(id)));
+                    b.hidden.remove(&id);
+                    b.likers.remove(&id);
+                    b.authors.remove(&id);
+                    events.push(EventKind::Remove { comment: id });
+                    Moderated::Done(vec![id])
+                }
+            },
+            Action::HideAllBy(author) => {
+                let mut ids: Vec<u64> = b
+                    .authors
+                    .iter()
+                    .filter(|(id, a)| **a == author && !b.hidden.contains_key(id))
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.sort_unstable();
+                for &id in &ids {
+                    let score = b.comments[&id].score;
+                    b.ranking.remove(&(Reverse(score), Reverse(id)));
+                    b.hidden.insert(id, now);
+                    events.push(EventKind::Remove { comment: id });
+                }
+                Moderated::Done(ids)
+            }
+            Action::Lock(locked) if b.locked == locked => Moderated::Already,
+            Action::Lock(locked) => {
+                b.locked = locked;
+                events.push(EventKind::Locked(locked));
+                Moderated::Done(Vec::new())
+            }
+        };
+        for kind in events {
+            self.append(&mut state, board, kind);
+        }
+        Ok(outcome)
+    }
+
+    fn author_of(&self, board: &Board, comment: u64) -> StoreResult<Option<String>> {
+        Ok(self.lock().board(board).authors.get(&comment).cloned())
+    }
+
+    fn hidden(&self, board: &Board, limit: usize) -> StoreResult<Vec<HiddenComment>> {
+        let state = self.lock();
+        let b = state.board(board);
+        let mut hidden: Vec<HiddenComment> = b
+            .hidden
+            .iter()
+            .filter_map(|(id, at)| {
+                Some(HiddenComment {
+                    comment: b.comments.get(id)?.clone(),
+                    hidden_at: *at,
+                })
+            })
+            .collect();
+        // Most recently hidden first; ties newest comment first (as Redis orders them).
+        hidden.sort_by(|a, b| (b.hidden_at, b.comment.id).cmp(&(a.hidden_at, a.comment.id)));
+        hidden.truncate(limit);
+        Ok(hidden)
+    }
+
+    fn block(&self, block: &Block, now: u64) -> StoreResult<u64> {
+        let mut state = self.lock();
+        state.blocks.retain(|_, b| b.active(now));
+        if !state.blocks.contains_key(&block.visitor) && state.blocks.len() >= MAX_BLOCKS {
+            return Err(StoreError::TooManyBlocks { max: MAX_BLOCKS });
+        }
+        state.blocks.insert(block.visitor.clone(), block.clone());
+        state.blocks_version += 1;
+        Ok(state.blocks_version)
+    }
+
+    fn unblock(&self, reference: &str) -> StoreResult<Option<(String, u64)>> {
+        let mut state = self.lock();
+        let visitor = state
+            .blocks
+            .values()
+            .find(|b| b.reference == reference)
+            .map(|b| b.visitor.clone());
+        Ok(visitor.map(|v| {
+            state.blocks.remove(&v);
+            state.blocks_version += 1;
+            (v, state.blocks_version)
+        }))
+    }
+
+    fn blocks_version(&self) -> StoreResult<u64> {
+        Ok(self.lock().blocks_version)
+    }
+
+    fn blocks(&self) -> StoreResult<(Vec<Block>, u64)> {
+        let state = self.lock();
+        Ok((
+            state.blocks.values().cloned().collect(),
+            state.blocks_version,
+        ))
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let mut state = self.lock();
+        state.audit.push_back(entry.clone());
+        while state.audit.len() > AUDIT_LEN {
+            state.audit.pop_front();
+        }
+        Ok(())
+    }
+
+    fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        let state = self.lock();
+        Ok(state.audit.iter().rev().take(limit).cloned().collect())
+    }
+
     fn event_reader(&self) -> Box<dyn EventReader> {
         Box::new(FeedReader {
             store: self.clone(),
@@ -344,6 +524,7 @@ mod tests {
             nickname: "ann".into(),
             content: text.into(),
             created_at: 1,
+            author: "c:ann".into(),
         };
         store.add_comment(board, new).unwrap()
     }
@@ -443,7 +624,8 @@ mod tests {
                 NewComment {
                     nickname: "x".into(),
                     content: "y".into(),
-                    created_at: 1
+                    created_at: 1,
+                    author: "c:x".into(),
                 }
             ),
             Err(StoreError::TooManyBoards { max: 2 })

@@ -19,8 +19,17 @@
 //! | `T:comment_seq`            | string | last comment id handed out on this board   |
 //! | `T:event_seq`              | string | last event id of this board                |
 //! | `T:events`                 | stream | the board's last N events, `XADD MAXLEN N`, ids `0-<seq>` |
+//! | `T:hidden`                 | zset   | hidden members, scored by their likes (moved here from `T:ranking`) |
+//! | `T:hidden_at`              | zset   | hidden members, scored by when they were hidden (ms) |
+//! | `T:authors`                | hash   | member -> the visitor id that wrote it (never shown) |
+//! | `T:by:<visitor>`           | set    | members of this board that visitor wrote (for "hide all") |
+//! | `T:locked`                 | string | `1` while the board is locked                |
 //! | `{P}:boards`               | zset   | every board, scored by its number of comments |
 //! | `{P}:visitor_key`          | string | the key that signs visitor cookies (`visitor.rs`) |
+//! | `{P}:blocked`              | hash   | visitor id -> its block, JSON (`store::Block`) |
+//! | `{P}:blocked_refs`         | hash   | a block's ref -> visitor id                 |
+//! | `{P}:blocked_seq`          | string | bumped by every block and unblock (instances poll it) |
+//! | `{P}:audit`                | list   | the moderators' audit log, JSON lines, newest first, capped |
 //!
 //! (`T` is the board's tag.) And one pub/sub channel, not a key: `{P}:feed`,
 //! where every script publishes the event it logged, for every instance's
@@ -39,6 +48,10 @@ pub(super) struct Keys {
     prefix: String,
     pub(super) boards: String,
     pub(super) visitor_key: String,
+    pub(super) blocked: String,
+    pub(super) blocked_refs: String,
+    pub(super) blocked_seq: String,
+    pub(super) audit: String,
     /// The pub/sub channel of new events (not a key).
     pub(super) feed: String,
 }
@@ -46,13 +59,18 @@ pub(super) struct Keys {
 /// The key names of one board, each a full key name; the table above says
 /// what each holds.
 pub(super) struct BoardKeys {
-    /// The board's hash tag: kept to build the per-comment and per-visitor keys.
-    tag: String,
+    /// The board's hash tag: kept to build the per-comment and per-visitor keys
+    /// (and handed to the one script that builds such keys itself, `delete.lua`).
+    pub(super) tag: String,
     pub(super) comments: String,
     pub(super) ranking: String,
     pub(super) comment_seq: String,
     pub(super) event_seq: String,
     pub(super) events: String,
+    pub(super) hidden: String,
+    pub(super) hidden_at: String,
+    pub(super) authors: String,
+    pub(super) locked: String,
 }
 
 impl Keys {
@@ -62,6 +80,10 @@ impl Keys {
             prefix: prefix.to_string(),
             boards: format!("{tag}:boards"),
             visitor_key: format!("{tag}:visitor_key"),
+            blocked: format!("{tag}:blocked"),
+            blocked_refs: format!("{tag}:blocked_refs"),
+            blocked_seq: format!("{tag}:blocked_seq"),
+            audit: format!("{tag}:audit"),
             feed: format!("{tag}:feed"),
         }
     }
@@ -79,6 +101,10 @@ impl Keys {
             comment_seq: format!("{tag}:comment_seq"),
             event_seq: format!("{tag}:event_seq"),
             events: format!("{tag}:events"),
+            hidden: format!("{tag}:hidden"),
+            hidden_at: format!("{tag}:hidden_at"),
+            authors: format!("{tag}:authors"),
+            locked: format!("{tag}:locked"),
             tag,
         }
     }
@@ -93,6 +119,11 @@ impl BoardKeys {
     /// The set of this board's members that `visitor` likes.
     pub(super) fn liked(&self, visitor: &str) -> String {
         format!("{}:liked:{visitor}", self.tag)
+    }
+
+    /// The set of this board's members that `visitor` wrote.
+    pub(super) fn by(&self, visitor: &str) -> String {
+        format!("{}:by:{visitor}", self.tag)
     }
 }
 
@@ -118,11 +149,20 @@ mod tests {
             &main.events,
             &main.likers("000000000001"),
             &keys.boards,
+            &keys.blocked,
+            &keys.audit,
         ] {
             assert!(key.starts_with("{lb}:"), "{key}");
         }
         let other = keys.board(&Board::parse("post-7").unwrap());
-        for key in [&other.comments, &other.event_seq, &other.liked("c:ab")] {
+        for key in [
+            &other.comments,
+            &other.event_seq,
+            &other.liked("c:ab"),
+            &other.by("ip:::1"),
+            &other.hidden,
+            &other.locked,
+        ] {
             assert!(key.starts_with("{lb:post-7}:"), "{key}");
         }
     }

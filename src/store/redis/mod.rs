@@ -17,6 +17,9 @@
 //! - `add_comment.lua`, `set_like.lua`, `snapshot.lua`, `register_board.lua`:
 //!   the scripts, each with a header giving what it does atomically, its KEYS
 //!   and ARGV. Each touches one board's keys, so one cluster slot.
+//! - `hide.lua`, `restore.lua`, `delete.lua`, `lock.lua`, `hidden.lua`: the
+//!   moderator's steps on one board, each logging its events like the others;
+//!   `block.lua`, `unblock.lua`: blocks, in the site's own slot.
 //!
 //! How the pump hears of new events, on one Redis and on a cluster alike: each
 //! script also `PUBLISH`es the event it logged on one channel, and the pump
@@ -52,13 +55,14 @@ use keys::{member, Keys};
 use stream::parse_entries;
 
 use super::{
-    BoardInfo, Comment, EventReader, History, LikeOp, LikeOutcome, ListedComment, NewComment,
-    Snapshot, Store, StoreError, StoreResult,
+    Action, AuditEntry, Block, BoardInfo, Comment, EventReader, HiddenComment, History, LikeOp,
+    LikeOutcome, ListedComment, Moderated, NewComment, Snapshot, Store, StoreError, StoreResult,
+    AUDIT_LEN, MAX_BLOCKS,
 };
 use crate::board::Board;
 use crate::lock::lock;
 
-// The three Lua scripts, each in its own file beside this one so that Redis
+// The Lua scripts, each in its own file beside this one so that Redis
 // users can read them (and the bench can load the very same text). Each file
 // starts with what it does atomically, its KEYS and ARGV, and what it returns.
 
@@ -72,6 +76,20 @@ const SET_LIKE: &str = include_str!("set_like.lua");
 const SNAPSHOT: &str = include_str!("snapshot.lua");
 /// Lua: enter a board in the list of boards unless it is full. Returns 1 or 0.
 const REGISTER_BOARD: &str = include_str!("register_board.lua");
+/// Lua: hide one comment, or all of one author's, logging a `remove` each.
+const HIDE: &str = include_str!("hide.lua");
+/// Lua: put a hidden comment back, logging a `comment` with its score.
+const RESTORE: &str = include_str!("restore.lua");
+/// Lua: delete a comment with its likes for good, logging a `remove`.
+const DELETE: &str = include_str!("delete.lua");
+/// Lua: lock or unlock a board, logging a `locked`.
+const LOCK: &str = include_str!("lock.lua");
+/// Lua: a board's hidden comments, most recently hidden first.
+const HIDDEN: &str = include_str!("hidden.lua");
+/// Lua: block a visitor (site-wide), pruning expired blocks.
+const BLOCK: &str = include_str!("block.lua");
+/// Lua: lift a block by its ref.
+const UNBLOCK: &str = include_str!("unblock.lua");
 
 /// The Redis-backed store. Cheap to share: the pool is internally synchronized.
 pub struct RedisStore {
@@ -93,6 +111,13 @@ pub struct RedisStore {
     set_like: Script,
     snapshot: Script,
     register_board: Script,
+    hide: Script,
+    restore: Script,
+    delete: Script,
+    lock: Script,
+    hidden: Script,
+    block: Script,
+    unblock: Script,
 }
 
 impl RedisStore {
@@ -117,6 +142,13 @@ impl RedisStore {
             set_like: Script::new(SET_LIKE),
             snapshot: Script::new(SNAPSHOT),
             register_board: Script::new(REGISTER_BOARD),
+            hide: Script::new(HIDE),
+            restore: Script::new(RESTORE),
+            delete: Script::new(DELETE),
+            lock: Script::new(LOCK),
+            hidden: Script::new(HIDDEN),
+            block: Script::new(BLOCK),
+            unblock: Script::new(UNBLOCK),
         }
     }
 
@@ -166,6 +198,7 @@ impl Store for RedisStore {
                 .key(&keys.ranking)
                 .key(keys.liked(visitor))
                 .key(&keys.event_seq)
+                .key(&keys.locked)
                 .arg(offset)
                 .arg(limit)
                 .invoke(con)
@@ -175,6 +208,7 @@ impl Store for RedisStore {
             .next()
             .and_then(|v| as_u64(&v))
             .ok_or_else(|| StoreError::Corrupt("snapshot without an event id".into()))?;
+        let locked = values.next().and_then(|v| as_u64(&v)) == Some(1);
         let rest: Vec<Value> = values.collect();
         let mut comments = Vec::with_capacity(rest.len() / 4);
         for row in rest.chunks(4) {
@@ -197,6 +231,7 @@ impl Store for RedisStore {
         Ok(Snapshot {
             comments,
             last_event_id,
+            locked,
         })
     }
 
@@ -215,14 +250,21 @@ impl Store for RedisStore {
                 .key(&keys.comment_seq)
                 .key(&keys.event_seq)
                 .key(&keys.events)
+                .key(&keys.locked)
+                .key(&keys.authors)
+                .key(keys.by(&new.author))
                 .arg(&new.nickname)
                 .arg(&new.content)
                 .arg(new.created_at)
                 .arg(self.stream_len)
                 .arg(&self.keys.feed)
                 .arg(board.as_str())
+                .arg(&new.author)
                 .invoke(con)
         })?;
+        if id == 0 {
+            return Err(StoreError::Locked);
+        }
         // The list's count lives in another slot: a second step, and a failed
         // one only leaves the count one short (the comment is stored).
         let counted = self.pool.with_conn("count comment", false, |con| {
@@ -254,14 +296,14 @@ impl Store for RedisStore {
         let m = member(id);
         let keys = self.keys.board(board);
         // Repeatable: liking twice counts once, so a retry changes nothing twice.
-        let (exists, changed, score): (u8, u8, u64) = self.pool.with_conn("like", true, |con| {
+        let (status, changed, score): (u8, u8, u64) = self.pool.with_conn("like", true, |con| {
             self.set_like
-                .key(&keys.comments)
                 .key(&keys.ranking)
                 .key(keys.likers(&m))
                 .key(keys.liked(visitor))
                 .key(&keys.event_seq)
                 .key(&keys.events)
+                .key(&keys.locked)
                 .arg(&m)
                 .arg(visitor)
                 .arg(match op {
@@ -273,8 +315,10 @@ impl Store for RedisStore {
                 .arg(board.as_str())
                 .invoke(con)
         })?;
-        if exists == 0 {
-            return Ok(None);
+        match status {
+            0 => return Ok(None),
+            2 => return Err(StoreError::Locked),
+            _ => {}
         }
         Ok(Some(LikeOutcome {
             id,
@@ -372,6 +416,247 @@ impl Store for RedisStore {
         })
     }
 
+    fn moderate(&self, board: &Board, action: Action, now: u64) -> StoreResult<Moderated> {
+        let keys = self.keys.board(board);
+        let feed = &self.keys.feed;
+        // None is repeatable: a retry after a lost reply would find the step
+        // done and answer "already" (or log a second `remove` for a delete).
+        let outcome = match &action {
+            Action::Hide(_) | Action::HideAllBy(_) => {
+                let (member, by) = match &action {
+                    Action::Hide(id) => (member(*id), None),
+                    Action::HideAllBy(author) => (String::new(), Some(keys.by(author))),
+                    _ => unreachable!("matched above"),
+                };
+                let reply: Vec<Value> = self.pool.with_conn("hide", false, |con| {
+                    let mut call = self.hide.key(&keys.comments);
+                    call.key(&keys.ranking)
+                        .key(&keys.hidden)
+                        .key(&keys.hidden_at)
+                        .key(&keys.event_seq)
+                        .key(&keys.events);
+                    if let Some(by) = &by {
+                        call.key(by);
+                    }
+                    call.arg(&member)
+                        .arg(now)
+                        .arg(self.stream_len)
+                        .arg(feed)
+                        .arg(board.as_str())
+                        .invoke(con)
+                })?;
+                let mut values = reply.iter();
+                match values.next().and_then(as_u64) {
+                    Some(1) => Moderated::Done(values.filter_map(as_u64).collect()),
+                    Some(0) => Moderated::NoSuchComment,
+                    Some(2) => Moderated::Already,
+                    _ => return Err(StoreError::Corrupt(format!("hide answered {reply:?}"))),
+                }
+            }
+            Action::Restore(id) => {
+                let status: u8 = self.pool.with_conn("restore", false, |con| {
+                    self.restore
+                        .key(&keys.comments)
+                        .key(&keys.ranking)
+                        .key(&keys.hidden)
+                        .key(&keys.hidden_at)
+                        .key(&keys.event_seq)
+                        .key(&keys.events)
+                        .arg(member(*id))
+                        .arg(self.stream_len)
+                        .arg(feed)
+                        .arg(board.as_str())
+                        .invoke(con)
+                })?;
+                Moderated::of_status(status, *id)
+            }
+            Action::Delete(id) => {
+                let m = member(*id);
+                let status: u8 = self.pool.with_conn("delete", false, |con| {
+                    self.delete
+                        .key(&keys.comments)
+                        .key(&keys.ranking)
+                        .key(&keys.hidden)
+                        .key(&keys.hidden_at)
+                        .key(&keys.authors)
+                        .key(keys.likers(&m))
+                        .key(&keys.event_seq)
+                        .key(&keys.events)
+                        .arg(&m)
+                        .arg(self.stream_len)
+                        .arg(feed)
+                        .arg(board.as_str())
+                        .arg(&keys.tag)
+                        .invoke(con)
+                })?;
+                Moderated::of_status(status, *id)
+            }
+            Action::Lock(locked) => {
+                let status: u8 = self.pool.with_conn("lock", false, |con| {
+                    self.lock
+                        .key(&keys.locked)
+                        .key(&keys.comment_seq)
+                        .key(&keys.event_seq)
+                        .key(&keys.events)
+                        .arg(if *locked { "1" } else { "0" })
+                        .arg(if board.is_main() { "1" } else { "0" })
+                        .arg(self.stream_len)
+                        .arg(feed)
+                        .arg(board.as_str())
+                        .invoke(con)
+                })?;
+                match status {
+                    0 => Moderated::NoSuchBoard,
+                    2 => Moderated::Already,
+                    _ => Moderated::Done(Vec::new()),
+                }
+            }
+        };
+        Ok(outcome)
+    }
+
+    fn author_of(&self, board: &Board, comment: u64) -> StoreResult<Option<String>> {
+        let keys = self.keys.board(board);
+        self.pool.with_conn("author", true, |con| {
+            redis::cmd("HGET")
+                .arg(&keys.authors)
+                .arg(member(comment))
+                .query(con)
+        })
+    }
+
+    fn hidden(&self, board: &Board, limit: usize) -> StoreResult<Vec<HiddenComment>> {
+        let keys = self.keys.board(board);
+        let reply: Vec<Value> = self.pool.with_conn("hidden", true, |con| {
+            self.hidden
+                .key(&keys.comments)
+                .key(&keys.hidden)
+                .key(&keys.hidden_at)
+                .arg(limit)
+                .invoke(con)
+        })?;
+        reply
+            .chunks(4)
+            .map(|row| {
+                let [member, json, score, at] = row else {
+                    return Err(StoreError::Corrupt("hidden row of the wrong length".into()));
+                };
+                let id = as_u64(member).ok_or_else(|| StoreError::Corrupt("bad member".into()))?;
+                let stored = parse_stored(id, &as_string(json).unwrap_or_default())?;
+                Ok(HiddenComment {
+                    comment: Comment {
+                        score: as_u64(score).unwrap_or(0),
+                        ..stored
+                    },
+                    hidden_at: as_u64(at).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    fn block(&self, block: &Block, now: u64) -> StoreResult<u64> {
+        let json = serde_json::to_string(block)
+            .map_err(|e| StoreError::Corrupt(format!("encoding a block: {e}")))?;
+        // Repeatable: blocking the same visitor twice leaves one block.
+        let version: u64 = self.pool.with_conn("block", true, |con| {
+            self.block
+                .key(&self.keys.blocked)
+                .key(&self.keys.blocked_refs)
+                .key(&self.keys.blocked_seq)
+                .arg(&block.visitor)
+                .arg(&block.reference)
+                .arg(&json)
+                .arg(now)
+                .arg(MAX_BLOCKS)
+                .invoke(con)
+        })?;
+        if version == 0 {
+            return Err(StoreError::TooManyBlocks { max: MAX_BLOCKS });
+        }
+        Ok(version)
+    }
+
+    fn unblock(&self, reference: &str) -> StoreResult<Option<(String, u64)>> {
+        self.pool.with_conn("unblock", true, |con| {
+            self.unblock
+                .key(&self.keys.blocked)
+                .key(&self.keys.blocked_refs)
+                .key(&self.keys.blocked_seq)
+                .arg(reference)
+                .invoke(con)
+        })
+    }
+
+    fn blocks_version(&self) -> StoreResult<u64> {
+        let seq: Option<u64> = self.pool.with_conn("blocks version", true, |con| {
+            redis::cmd("GET").arg(&self.keys.blocked_seq).query(con)
+        })?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    fn blocks(&self) -> StoreResult<(Vec<Block>, u64)> {
+        // One MULTI: the blocks and the version they are as of.
+        let (seq, all): (Option<u64>, Vec<(String, String)>) =
+            self.pool.with_conn("blocks", true, |con| {
+                redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg(&self.keys.blocked_seq)
+                    .cmd("HGETALL")
+                    .arg(&self.keys.blocked)
+                    .query(con)
+            })?;
+        let blocks = all
+            .into_iter()
+            .map(|(visitor, json)| {
+                let block: Block = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("a block: {e}")))?;
+                Ok(Block { visitor, ..block })
+            })
+            .collect::<StoreResult<Vec<Block>>>()?;
+        Ok((blocks, seq.unwrap_or(0)))
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let json = serde_json::to_string(entry)
+            .map_err(|e| StoreError::Corrupt(format!("encoding an audit line: {e}")))?;
+        // Not repeatable: a retry after a lost reply would log the line twice.
+        self.pool.with_conn("audit", false, |con| {
+            redis::pipe()
+                .atomic()
+                .cmd("LPUSH")
+                .arg(&self.keys.audit)
+                .arg(&json)
+                .ignore()
+                .cmd("LTRIM")
+                .arg(&self.keys.audit)
+                .arg(0)
+                .arg(AUDIT_LEN - 1)
+                .ignore()
+                .query::<()>(con)
+        })
+    }
+
+    fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lines: Vec<String> = self.pool.with_conn("audit log", true, |con| {
+            redis::cmd("LRANGE")
+                .arg(&self.keys.audit)
+                .arg(0)
+                .arg(limit - 1)
+                .query(con)
+        })?;
+        lines
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .map_err(|e| StoreError::Corrupt(format!("an audit line: {e}")))
+            })
+            .collect()
+    }
+
     fn event_reader(&self) -> Box<dyn EventReader> {
         Box::new(FeedReader::start(
             self.pool.connector(),
@@ -385,6 +670,18 @@ impl Store for RedisStore {
 
     fn reconnects(&self) -> u64 {
         self.pool.reconnects()
+    }
+}
+
+impl Moderated {
+    /// What a script's status means for one comment: 1 done, 0 no such
+    /// comment, 2 nothing to do.
+    fn of_status(status: u8, id: u64) -> Moderated {
+        match status {
+            0 => Moderated::NoSuchComment,
+            2 => Moderated::Already,
+            _ => Moderated::Done(vec![id]),
+        }
     }
 }
 

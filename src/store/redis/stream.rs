@@ -68,30 +68,40 @@ pub(super) fn parse_published(payload: &[u8]) -> StoreResult<(Board, Event)> {
 }
 
 /// The event with id `id` whose fields `field` gives; the missing or bad field's
-/// name otherwise.
+/// name otherwise. Every event has a `type`; likes, comments and removals name
+/// their comment (`comment`, the member); likes and comments carry a `score`;
+/// a lock carries `locked` (`1` or `0`).
 fn event_of(id: u64, field: impl Fn(&str) -> Option<String>) -> Result<Event, String> {
     let bad = |name: &str| name.to_string();
     let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
-    let comment = number("comment").ok_or_else(|| bad("comment"))?;
-    let score = number("score").ok_or_else(|| bad("score"))?;
+    let comment = || number("comment").ok_or_else(|| bad("comment"));
+    let score = || number("score").ok_or_else(|| bad("score"));
     let kind = match field("type").as_deref() {
         Some("like") => EventKind::Like {
-            comment,
-            score,
+            comment: comment()?,
+            score: score()?,
             op: LikeOp::Like,
         },
         Some("unlike") => EventKind::Like {
-            comment,
-            score,
+            comment: comment()?,
+            score: score()?,
             op: LikeOp::Unlike,
         },
         Some("comment") => EventKind::Comment(Comment {
-            id: comment,
+            id: comment()?,
             nickname: field("nickname").ok_or_else(|| bad("nickname"))?,
             content: field("content").ok_or_else(|| bad("content"))?,
-            score,
+            score: score()?,
             created_at: number("created_at").ok_or_else(|| bad("created_at"))?,
         }),
+        Some("remove") => EventKind::Remove {
+            comment: comment()?,
+        },
+        Some("locked") => match field("locked").as_deref() {
+            Some("1") => EventKind::Locked(true),
+            Some("0") => EventKind::Locked(false),
+            _ => return Err(bad("locked")),
+        },
         _ => return Err(bad("type")),
     };
     Ok(Event { id, kind })
@@ -154,6 +164,37 @@ mod tests {
             br#"{"board":"a","type":"like","comment":"1","score":1}"#,
             br#"{"board":"a","id":5,"type":"like","score":1}"#,
             b"not json",
+        ] {
+            assert!(matches!(parse_published(bad), Err(StoreError::Corrupt(_))));
+        }
+    }
+
+    /// The moderator's events parse from a stream entry and from the feed
+    /// alike: `remove` names its comment, `locked` says which way.
+    #[test]
+    fn parses_moderation_events() {
+        let entry = Value::Array(vec![
+            bulk("0-9"),
+            Value::Array(vec![
+                bulk("type"),
+                bulk("remove"),
+                bulk("comment"),
+                bulk("000000000004"),
+            ]),
+        ]);
+        assert_eq!(
+            parse_entry(entry).unwrap().kind,
+            EventKind::Remove { comment: 4 }
+        );
+        let (_, event) =
+            parse_published(br#"{"board":"main","id":10,"type":"locked","locked":"1"}"#).unwrap();
+        assert_eq!((event.id, event.kind), (10, EventKind::Locked(true)));
+        let (_, event) =
+            parse_published(br#"{"board":"main","id":11,"type":"locked","locked":"0"}"#).unwrap();
+        assert_eq!(event.kind, EventKind::Locked(false));
+        for bad in [
+            &br#"{"board":"main","id":12,"type":"locked","locked":"yes"}"#[..],
+            br#"{"board":"main","id":12,"type":"remove"}"#,
         ] {
             assert!(matches!(parse_published(bad), Err(StoreError::Corrupt(_))));
         }
