@@ -139,8 +139,9 @@ pub struct HiddenComment {
 /// A blocked visitor. Site-wide: a block covers every board.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Block {
-    /// The visitor id. Never shown: the API shows `reference` instead.
-    #[serde(skip_serializing)]
+    /// The visitor id. Never shown: the API shows `reference` instead (and
+    /// the Redis store keeps it as the hash field, not in the JSON).
+    #[serde(skip_serializing, default)]
     pub visitor: String,
     /// What the API names the block by (a keyed hash of the visitor id,
     /// `moderation::block_ref`); `DELETE /api/admin/blocked/{ref}` takes it.
