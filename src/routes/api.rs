@@ -29,7 +29,7 @@ pub(super) fn index(app: &App) -> Result<Reply, Error> {
         .page
         .render(
             "index.html",
-            minijinja::context! { comments => minijinja::Value::from(minijinja::value::Serde(&comments)), seed_routes => app.config.seed_routes, classroom => app.config.classroom },
+            minijinja::context! { comments => minijinja::Value::from(minijinja::value::Serde(&comments)), seed_routes => app.config.seed_routes, classroom => app.config.classroom, comments_url => "/api/comments", events_url => "/events" },
         )
         .map_err(|e| Error::Internal(format!("rendering index.html: {e:#}")))?;
     Ok(Reply {
