@@ -449,7 +449,7 @@ function viaWorker() {
   worker.port.start();
   worker.addEventListener("error", () => {
     // The script did not load (e.g. no module workers here): use a lock instead.
-    stream = "locks" in navigator ? viaLocks() : ownStream();
+    stream = canLock() ? viaLocks() : ownStream();
     hello();
   });
   document.documentElement.dataset.share = "worker";
@@ -495,10 +495,14 @@ function ownStream() {
   return { send: (msg) => own.receive(msg) };
 }
 
+function canLock() {
+  return "locks" in navigator && "BroadcastChannel" in window;
+}
+
 function connect() {
   const share = new URLSearchParams(location.search).get("share");
   if (share !== "off" && share !== "locks" && "SharedWorker" in window) return viaWorker();
-  if (share !== "off" && "locks" in navigator && "BroadcastChannel" in window) return viaLocks();
+  if (share !== "off" && canLock()) return viaLocks();
   return ownStream();
 }
 
