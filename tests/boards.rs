@@ -338,16 +338,29 @@ fn an_event_lost_by_the_feed_is_read_from_the_log() {
     like(lb.addr, "z", id, 1); // the pump now has a position on the board
     assert_eq!(events(&lb, &mut s, 1)[0].0, 2);
     let cli = support::require_tool("redis-cli", "redis-tools");
-    let port = redis.url().rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let port = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
     let kill = std::process::Command::new(&cli)
         .args(["-p", &port, "CLIENT", "KILL", "TYPE", "pubsub"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&kill.stdout).trim(), "1", "one subscriber: the pump");
+    assert_eq!(
+        String::from_utf8_lossy(&kill.stdout).trim(),
+        "1",
+        "one subscriber: the pump"
+    );
     // Within the feed's 100 ms backoff: nobody is subscribed to hear this.
     like(lb.addr, "z", id, 2);
     let got = events(&lb, &mut s, 1);
-    assert_eq!((got[0].0, got[0].2.clone()), (3, json!({ "id": id, "score": 2 })));
+    assert_eq!(
+        (got[0].0, got[0].2.clone()),
+        (3, json!({ "id": id, "score": 2 }))
+    );
     let metrics = lb.get("/metrics").text();
     let recovered: u64 = metrics
         .lines()
