@@ -226,7 +226,7 @@ mod tests {
     /// cookie is sent then.
     #[test]
     fn an_issued_cookie_is_a_visitor() {
-        let visitors = Visitors::new(Arc::new(MemoryStore::new(10)));
+        let visitors = Visitors::new(Arc::new(MemoryStore::new(10, 10)));
         let (first, set) = visitors.of(None, "192.0.2.1".into());
         assert_eq!(first.id, "ip:192.0.2.1");
         let header = format!("{COOKIE}={}", cookie_value(&set.unwrap()));
@@ -243,7 +243,7 @@ mod tests {
     /// each is the visitor of its address, whatever the cookie says.
     #[test]
     fn forged_cookies_are_the_address() {
-        let visitors = Visitors::new(Arc::new(MemoryStore::new(10)));
+        let visitors = Visitors::new(Arc::new(MemoryStore::new(10, 10)));
         let (_, set) = visitors.of(None, "192.0.2.1".into());
         let good = cookie_value(&set.unwrap()).to_string();
         let (id, sig) = good.split_once('.').unwrap();
@@ -275,7 +275,7 @@ mod tests {
     /// of the other.
     #[test]
     fn instances_sharing_a_store_share_the_key() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(10));
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(10, 10));
         let a = Visitors::new(Arc::clone(&store));
         let b = Visitors::new(store);
         let (_, set) = a.of(None, "192.0.2.1".into());

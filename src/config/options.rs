@@ -92,6 +92,31 @@ pub const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        flag: "--redis-cluster",
+        value: Some("URLS"),
+        env: "LIKEBOARD_REDIS_CLUSTER",
+        initial: Initial::Unset("unset: one Redis (--redis-url) or none"),
+        help: "a Redis Cluster to store comments in, named by some of its nodes, \
+               e.g. redis://10.0.0.1:6379,redis://10.0.0.2:6379; excludes --redis-url",
+        set: |c, name, v| {
+            c.redis_cluster = parse_cluster(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--max-boards",
+        value: Some("N"),
+        env: "LIKEBOARD_MAX_BOARDS",
+        // Generous for a site with a board per article, and still a bound on
+        // what strangers can make the store keep.
+        initial: Initial::Value("10000"),
+        help: "most boards there may be; a comment that would make one more is refused (409)",
+        set: |c, name, v| {
+            c.max_boards = parse_positive(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
         flag: "--key-prefix",
         value: Some("P"),
         env: "LIKEBOARD_KEY_PREFIX",

@@ -8,6 +8,7 @@ use tiny_http::Request;
 use super::api;
 use super::http::{check_same_origin, Reply};
 use super::{check_rate, resume, App, Outcome, Visitor};
+use crate::board::Board;
 use crate::error::Error;
 use crate::input::{self, CommentForm, Target};
 use crate::sse::{Dialect, StreamOptions};
@@ -50,7 +51,7 @@ pub(super) fn add_comment(app: &App, target: &Target, visitor: &Visitor) -> Resu
     // The demo answered 200 (Go's default), and its client may check for it.
     Ok(Reply {
         status: 200,
-        ..api::add_comment(app, form)?
+        ..api::add_comment(app, &Board::main(), form)?
     })
 }
 
@@ -69,14 +70,14 @@ pub(super) fn favorite(
     }
     let id = input::parse_id(member)?;
     check_rate(app, visitor)?;
-    api::like(app, id, visitor, op)
+    api::like(app, &Board::main(), id, visitor, op)
 }
 
 /// `GET /commentList?offset=<n>`: the top n comments (at most
 /// [`COMMENT_LIST_MAX`]), as a bare array.
 pub(super) fn comment_list(app: &App, target: &Target, visitor: &Visitor) -> Result<Reply, Error> {
     let n = top_n(target.param("offset"))?;
-    let snapshot = app.store.snapshot(&visitor.id, n, 0)?;
+    let snapshot = app.store.snapshot(&Board::main(), &visitor.id, n, 0)?;
     let top: Vec<_> = snapshot.comments.into_iter().map(|c| c.comment).collect();
     Ok(Reply::json(200, json!(top)))
 }
@@ -98,6 +99,7 @@ fn top_n(offset: Option<&str>) -> Result<usize, Error> {
 /// `GET /sse`: the demo's stream, resuming where the client asks.
 pub(super) fn sse(app: &App, req: &Request, target: &Target) -> Outcome {
     Outcome::Stream(StreamOptions {
+        board: Board::main(),
         dialect: Dialect::Seed,
         resume: resume(req, target),
         heartbeat: app.config.heartbeat,

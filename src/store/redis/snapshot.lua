@@ -4,12 +4,12 @@
 -- Reading the page and the event counter in one step makes them agree: every
 -- event up to the returned id is reflected in the page, none after it, so a
 -- browser can open its stream after exactly that id and miss nothing. It
--- writes nothing.
+-- writes nothing. All KEYS are one board's (T is its hash tag).
 --
--- KEYS[1]  {P}:comments          hash: member -> {"nickname","content","created_at"}
--- KEYS[2]  {P}:ranking           zset: member scored by its number of likes
--- KEYS[3]  {P}:liked:<visitor>   set: members this visitor likes
--- KEYS[4]  {P}:event_seq         string: last event id handed out
+-- KEYS[1]  T:comments          hash: member -> {"nickname","content","created_at"}
+-- KEYS[2]  T:ranking           zset: member scored by its number of likes
+-- KEYS[3]  T:liked:<visitor>   set: members this visitor likes
+-- KEYS[4]  T:event_seq         string: last event id handed out
 -- ARGV[1]  offset into the ranking (score desc, then newest first)
 -- ARGV[2]  how many comments at most
 --
