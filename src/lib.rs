@@ -188,7 +188,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         visitors,
         hub: Arc::clone(&hub),
         page,
-        limiter: ratelimit::RateLimiter::new(config.write_rate),
+        limiter: ratelimit::RateLimiter::new(config.write_rate, config.visitor_rate),
         classroom: config.classroom.then(classroom::Classroom::new),
         config,
         pump: Arc::clone(&pump_stats),

@@ -1,14 +1,16 @@
 //! Who is asking, as the HTTP edge sees it: the request's `Cookie` header and
 //! its client address (the socket's peer, or behind a trusted proxy what it
 //! says, `proxy.rs`), handed to [`crate::visitor::Visitors`], which knows
-//! which cookies are ours.
+//! which cookies are ours; and whether that address may be issued a new
+//! visitor now (`ratelimit.rs`).
 
 use tiny_http::Request;
 
 use crate::routes::{self, App, Visitor};
 
 /// The visitor behind a request, and the `Set-Cookie` value to send if it
-/// has no cookie of ours yet.
+/// has no cookie of ours yet and its address has not spent its allowance of
+/// new visitors.
 pub(super) fn visitor_of(request: &Request, app: &App) -> (Visitor, Option<String>) {
     let forwarded = request
         .headers()
@@ -20,5 +22,21 @@ pub(super) fn visitor_of(request: &Request, app: &App) -> (Visitor, Option<Strin
         .remote_addr()
         .map(|a| crate::proxy::client_ip(a.ip(), forwarded, trusted).to_string())
         .unwrap_or_default();
-    app.visitors.of(routes::header(request, "Cookie"), ip)
+    let (visitor, cookie) = app.visitors.of(routes::header(request, "Cookie"), ip);
+    // Over the allowance the request is served all the same, as its address's
+    // visitor (what it is anyway until it sends a cookie back), and no
+    // cookie is issued: so a script cannot mint identities faster than
+    // `--visitor-rate`, and no one is refused a page for it. Its next request
+    // without a cookie asks again.
+    let cookie = cookie.filter(|_| {
+        let admitted = app.limiter.admit_new_visitor(&visitor.ip);
+        if !admitted {
+            log::debug!(
+                "{}: new-visitor allowance spent, no cookie issued",
+                visitor.ip
+            );
+        }
+        admitted
+    });
+    (visitor, cookie)
 }
