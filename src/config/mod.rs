@@ -10,7 +10,7 @@
 //! table against it, so the four places that used to repeat a setting cannot
 //! drift apart.
 //!
-//! Why a table of our own rather than clap: twelve settings of two shapes (a
+//! Why a table of our own rather than clap: twenty-odd settings of two shapes (a
 //! flag with a value, an on/off switch) fit in a page of plain data that a class
 //! can read top to bottom, with no macro between the reader and the behaviour.
 //! clap would add several crates and a derive macro to the build for what we do
