@@ -8,9 +8,8 @@ use tiny_http::Request;
 
 use crate::routes::{self, App, Visitor};
 
-/// The visitor behind a request, and the `Set-Cookie` value to send if it
-/// has no cookie of ours yet and its address has not spent its allowance of
-/// new visitors.
+/// The visitor behind a request, and the `Set-Cookie` value to offer if it
+/// has no cookie of ours yet ([`admit`] decides whether it goes out).
 pub(super) fn visitor_of(request: &Request, app: &App) -> (Visitor, Option<String>) {
     let forwarded = request
         .headers()
@@ -22,13 +21,19 @@ pub(super) fn visitor_of(request: &Request, app: &App) -> (Visitor, Option<Strin
         .remote_addr()
         .map(|a| crate::proxy::client_ip(a.ip(), forwarded, trusted).to_string())
         .unwrap_or_default();
-    let (visitor, cookie) = app.visitors.of(routes::header(request, "Cookie"), ip);
+    app.visitors.of(routes::header(request, "Cookie"), ip)
+}
+
+/// The offered cookie if the visitor's address has not spent its allowance
+/// of new visitors; called only for a reply that carries it (an event
+/// stream writes its own head, without one, so it spends nothing).
+pub(super) fn admit(app: &App, visitor: &Visitor, cookie: Option<String>) -> Option<String> {
     // Over the allowance the request is served all the same, as its address's
     // visitor (what it is anyway until it sends a cookie back), and no
     // cookie is issued: so a script cannot mint identities faster than
     // `--visitor-rate`, and no one is refused a page for it. Its next request
     // without a cookie asks again.
-    let cookie = cookie.filter(|_| {
+    cookie.filter(|_| {
         let admitted = app.limiter.admit_new_visitor(&visitor.ip);
         if !admitted {
             log::debug!(
@@ -37,6 +42,5 @@ pub(super) fn visitor_of(request: &Request, app: &App) -> (Visitor, Option<Strin
             );
         }
         admitted
-    });
-    (visitor, cookie)
+    })
 }
