@@ -19,9 +19,10 @@ use crate::store::LikeOp;
 /// the whole board; we answer the top N up to this, and the top this many for
 /// a larger N (the whole board, for any board smaller than it). It bounds one
 /// answer's cost: one snapshot of the ranking, so the list is consistent (on
-/// Redis one script, `snapshot.lua`, of three calls per comment: about 30 ms
-/// of Redis time at the cap on the development machine, during which Redis
-/// serves no one else), and about 1 MiB of JSON for short comments (40 MiB
+/// Redis one script, `snapshot.lua`, of three calls per page: 13-16 ms of
+/// Redis time at the cap on the development machine, measured with SLOWLOG,
+/// during which Redis serves no one else), and about 1 MiB of JSON for short
+/// comments (40 MiB
 /// were every comment 1,000 four-byte characters long).
 pub const COMMENT_LIST_MAX: usize = 10_000;
 /// What `/commentList` without an `offset` answers, as the demo did.
