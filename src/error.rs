@@ -16,6 +16,8 @@ pub enum Error {
     Forbidden(String),
     /// 404: no such route or comment.
     NotFound(String),
+    /// 409: the request conflicts with what exists (a new board beyond `--max-boards`).
+    Conflict(String),
     /// 405: the route exists but not for this method; `allow` lists the methods.
     MethodNotAllowed { allow: &'static str },
     /// 408: the request did not arrive in time (sent by the connection guard).
@@ -45,6 +47,7 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
+            Error::Conflict(_) => 409,
             Error::RequestTimeout => 408,
             Error::PayloadTooLarge { .. } => 413,
             Error::UriTooLong { .. } => 414,
@@ -60,7 +63,10 @@ impl Error {
     /// What the client is told. Never internal detail.
     pub fn public_message(&self) -> String {
         match self {
-            Error::BadRequest(m) | Error::Forbidden(m) | Error::NotFound(m) => m.clone(),
+            Error::BadRequest(m)
+            | Error::Forbidden(m)
+            | Error::NotFound(m)
+            | Error::Conflict(m) => m.clone(),
             Error::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
             Error::RequestTimeout => "request timeout".to_string(),
             Error::PayloadTooLarge { limit } => format!("body larger than {limit} bytes"),
@@ -133,6 +139,7 @@ impl std::error::Error for Error {}
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::TooManyBoards { .. } => Error::Conflict(e.to_string()),
             StoreError::Unavailable(why) => Error::Unavailable(why),
             StoreError::Corrupt(why) => Error::Internal(why),
         }

@@ -1,8 +1,9 @@
-//! The hub: a mutex-guarded list of subscribers, each a channel the hub keeps
-//! bounded.
+//! The hub: a mutex-guarded list of subscribers per board, each a channel the
+//! hub keeps bounded.
 //!
-//! The pump publishes; each SSE writer thread drains its own channel. The hub
-//! moves opaque messages and knows nothing of HTTP, Redis or event formats.
+//! The pump publishes to a board; each SSE writer thread drains its own
+//! channel. Publishing to a board touches only that board's subscribers. The
+//! hub moves opaque messages and knows nothing of HTTP, Redis or event formats.
 //!
 //! Invariant: `publish` never blocks on a client. A client whose channel
 //! already holds [`CHANNEL_BOUND`] messages has fallen behind and is dropped
@@ -30,6 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
+use crate::board::Board;
+
 /// How many undelivered messages (batches) a subscriber may have queued before
 /// it counts as too slow. Batches coalesce events, so this is seconds of lag.
 /// Checked by `publish`; the channel itself is unbounded (see above).
@@ -50,11 +53,31 @@ pub struct Hub<T> {
 struct Inner<T> {
     /// The next subscription id: how a dropped subscription finds its entry.
     next_id: u64,
-    /// Each subscriber's channel, by subscription id, and what its writer
-    /// says of itself; `publish` keeps each channel under [`CHANNEL_BOUND`].
-    subscribers: HashMap<u64, (Sender<T>, Arc<Standing>)>,
+    /// Each board's subscribers: their channels, by subscription id, and what
+    /// each writer says of itself; `publish` keeps each channel under
+    /// [`CHANNEL_BOUND`]. A board with no subscriber has no entry.
+    boards: HashMap<Board, Subscribers<T>>,
+    /// Subscribers on all boards together (what the cap counts).
+    total: usize,
     /// Once closed (shutdown), nobody may subscribe and every channel is gone.
     closed: bool,
+}
+
+/// One board's subscribers: each channel by subscription id, with its standing.
+type Subscribers<T> = HashMap<u64, (Sender<T>, Arc<Standing>)>;
+
+impl<T> Inner<T> {
+    /// Forgets one subscriber (if it is still there).
+    fn remove(&mut self, board: &Board, id: u64) {
+        if let Some(subs) = self.boards.get_mut(board) {
+            if subs.remove(&id).is_some() {
+                self.total -= 1;
+            }
+            if subs.is_empty() {
+                self.boards.remove(board);
+            }
+        }
+    }
 }
 
 /// Why a subscription was refused.
@@ -70,6 +93,8 @@ pub enum SubscribeError {
 pub struct Subscription<T> {
     /// Its key in the hub, to unsubscribe on drop.
     id: u64,
+    /// The board it listens to.
+    board: Board,
     /// Where the writer receives batches.
     pub rx: Receiver<T>,
     /// The hub to leave on drop.
@@ -100,9 +125,16 @@ impl<T> Subscription<T> {
     }
 }
 
+impl<T> Subscription<T> {
+    /// The board this subscription listens to.
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+}
+
 impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
-        self.hub.lock().subscribers.remove(&self.id);
+        self.hub.lock().remove(&self.board, self.id);
     }
 }
 
@@ -120,7 +152,8 @@ impl<T: Clone> Hub<T> {
         Arc::new(Hub {
             inner: Mutex::new(Inner {
                 next_id: 0,
-                subscribers: HashMap::new(),
+                boards: HashMap::new(),
+                total: 0,
                 closed: false,
             }),
             cap,
@@ -129,13 +162,13 @@ impl<T: Clone> Hub<T> {
         })
     }
 
-    /// Registers a new subscriber, unless the hub is full or closed.
-    pub fn subscribe(self: &Arc<Self>) -> Result<Subscription<T>, SubscribeError> {
+    /// Registers a new subscriber to `board`, unless the hub is full or closed.
+    pub fn subscribe(self: &Arc<Self>, board: &Board) -> Result<Subscription<T>, SubscribeError> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(SubscribeError::Closed);
         }
-        if inner.subscribers.len() >= self.cap {
+        if inner.total >= self.cap {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(SubscribeError::Full { cap: self.cap });
         }
@@ -146,23 +179,33 @@ impl<T: Clone> Hub<T> {
             catching_up: AtomicBool::new(true),
             skipped: AtomicBool::new(false),
         });
-        inner.subscribers.insert(id, (tx, Arc::clone(&standing)));
+        inner
+            .boards
+            .entry(board.clone())
+            .or_default()
+            .insert(id, (tx, Arc::clone(&standing)));
+        inner.total += 1;
         Ok(Subscription {
             id,
+            board: board.clone(),
             rx,
             hub: Arc::clone(self),
             standing,
         })
     }
 
-    /// Hands `msg` to every subscriber without waiting for any of them. Returns
-    /// how many are subscribed. A subscriber with [`CHANNEL_BOUND`] messages
-    /// queued is dropped as too slow, unless its writer is catching up (then
-    /// the message is skipped for it).
-    pub fn publish(&self, msg: T) -> usize {
+    /// Hands `msg` to every subscriber of `board` without waiting for any of
+    /// them. Returns how many are subscribed to it. A subscriber with
+    /// [`CHANNEL_BOUND`] messages queued is dropped as too slow, unless its
+    /// writer is catching up (then the message is skipped for it).
+    pub fn publish(&self, board: &Board, msg: T) -> usize {
         let mut inner = self.lock();
+        let Some(subs) = inner.boards.get_mut(board) else {
+            return 0;
+        };
+        let before = subs.len();
         let mut slow = 0;
-        inner.subscribers.retain(|_, (tx, standing)| {
+        subs.retain(|_, (tx, standing)| {
             // Only sends make a channel longer, and they all happen here,
             // under the lock: the length cannot grow between check and send.
             if tx.len() >= CHANNEL_BOUND {
@@ -177,33 +220,55 @@ impl<T: Clone> Hub<T> {
             // will find nothing to remove.
             tx.send(msg.clone()).is_ok()
         });
+        let left = subs.len();
+        if left == 0 {
+            inner.boards.remove(board);
+        }
+        inner.total -= before - left;
         if slow > 0 {
             self.dropped_slow.fetch_add(slow, Ordering::Relaxed);
-            log::warn!("dropped {slow} slow SSE client(s): their queue was full");
+            log::warn!("dropped {slow} slow SSE client(s) of board {board}: their queue was full");
         }
-        inner.subscribers.len()
+        left
     }
 
     /// Closes every channel and refuses new subscribers (graceful shutdown).
     pub fn close(&self) {
         let mut inner = self.lock();
         inner.closed = true;
-        inner.subscribers.clear();
+        inner.boards.clear();
+        inner.total = 0;
     }
 
-    /// Closes every current channel but keeps admitting new subscribers; returns
-    /// how many were closed. Each writer sees its channel close and ends its
-    /// stream with a retry hint, so its client reconnects and starts over.
-    pub fn disconnect_all(&self) -> usize {
+    /// Closes every current channel of `board` but keeps admitting new
+    /// subscribers; returns how many were closed. Each writer sees its channel
+    /// close and ends its stream with a retry hint, so its client reconnects
+    /// and starts over.
+    pub fn disconnect(&self, board: &Board) -> usize {
         let mut inner = self.lock();
-        let n = inner.subscribers.len();
-        inner.subscribers.clear();
+        let n = inner.boards.remove(board).map_or(0, |subs| subs.len());
+        inner.total -= n;
         n
     }
 
-    /// Current number of subscribers.
+    /// Current number of subscribers, on all boards.
     pub fn len(&self) -> usize {
-        self.lock().subscribers.len()
+        self.lock().total
+    }
+
+    /// Current number of subscribers of `board`.
+    pub fn len_of(&self, board: &Board) -> usize {
+        self.lock().boards.get(board).map_or(0, HashMap::len)
+    }
+
+    /// Each board with subscribers, and how many it has.
+    pub fn boards(&self) -> Vec<(Board, usize)> {
+        let inner = self.lock();
+        inner
+            .boards
+            .iter()
+            .map(|(board, subs)| (board.clone(), subs.len()))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -230,14 +295,18 @@ impl<T: Clone> Hub<T> {
 mod tests {
     use super::*;
 
+    fn main() -> Board {
+        Board::main()
+    }
+
     /// Every subscriber receives each published message, in order.
     #[test]
     fn fans_out_in_order() {
         let hub = Hub::new(10);
-        let a = hub.subscribe().unwrap();
-        let b = hub.subscribe().unwrap();
-        assert_eq!(hub.publish(1), 2);
-        assert_eq!(hub.publish(2), 2);
+        let a = hub.subscribe(&main()).unwrap();
+        let b = hub.subscribe(&main()).unwrap();
+        assert_eq!(hub.publish(&main(), 1), 2);
+        assert_eq!(hub.publish(&main(), 2), 2);
         for sub in [&a, &b] {
             assert_eq!(sub.rx.try_iter().collect::<Vec<_>>(), vec![1, 2]);
         }
@@ -247,7 +316,7 @@ mod tests {
     #[test]
     fn drop_unsubscribes() {
         let hub = Hub::<u8>::new(10);
-        let a = hub.subscribe().unwrap();
+        let a = hub.subscribe(&main()).unwrap();
         assert_eq!(hub.len(), 1);
         drop(a);
         assert_eq!(hub.len(), 0);
@@ -257,11 +326,14 @@ mod tests {
     #[test]
     fn cap_refuses_then_frees() {
         let hub = Hub::<u8>::new(1);
-        let a = hub.subscribe().unwrap();
-        assert_eq!(hub.subscribe().err(), Some(SubscribeError::Full { cap: 1 }));
+        let a = hub.subscribe(&main()).unwrap();
+        assert_eq!(
+            hub.subscribe(&main()).err(),
+            Some(SubscribeError::Full { cap: 1 })
+        );
         assert_eq!(hub.refused(), 1);
         drop(a);
-        assert!(hub.subscribe().is_ok());
+        assert!(hub.subscribe(&main()).is_ok());
     }
 
     /// A subscriber that never reads is dropped when its channel fills; the
@@ -269,13 +341,13 @@ mod tests {
     #[test]
     fn slow_subscriber_is_dropped() {
         let hub = Hub::new(10);
-        let slow = hub.subscribe().unwrap();
-        let fast = hub.subscribe().unwrap();
+        let slow = hub.subscribe(&main()).unwrap();
+        let fast = hub.subscribe(&main()).unwrap();
         for sub in [&slow, &fast] {
             sub.set_catching_up(false);
         }
         for i in 0..CHANNEL_BOUND + 1 {
-            hub.publish(i);
+            hub.publish(&main(), i);
             assert_eq!(fast.rx.try_recv().unwrap(), i);
         }
         assert_eq!(hub.len(), 1);
@@ -291,18 +363,18 @@ mod tests {
     #[test]
     fn bound_is_kept_without_preallocating() {
         let hub = Hub::new(10);
-        let behind = hub.subscribe().unwrap();
+        let behind = hub.subscribe(&main()).unwrap();
         behind.set_catching_up(false);
         assert_eq!(behind.rx.capacity(), None, "no slots reserved up front");
         for i in 0..CHANNEL_BOUND {
-            assert_eq!(hub.publish(i), 1);
+            assert_eq!(hub.publish(&main(), i), 1);
         }
         assert_eq!(behind.rx.len(), CHANNEL_BOUND);
         // It reads one in time: the next message fits and it stays.
         assert_eq!(behind.rx.try_recv(), Ok(0));
-        assert_eq!(hub.publish(CHANNEL_BOUND), 1);
+        assert_eq!(hub.publish(&main(), CHANNEL_BOUND), 1);
         // Now full again: one more and it is dropped, keeping what it had.
-        assert_eq!(hub.publish(CHANNEL_BOUND + 1), 0);
+        assert_eq!(hub.publish(&main(), CHANNEL_BOUND + 1), 0);
         assert_eq!(hub.dropped_slow(), 1);
         assert_eq!(
             behind.rx.try_iter().collect::<Vec<_>>(),
@@ -316,9 +388,9 @@ mod tests {
     #[test]
     fn catching_up_skips_instead_of_dropping() {
         let hub = Hub::new(10);
-        let replaying = hub.subscribe().unwrap();
+        let replaying = hub.subscribe(&main()).unwrap();
         for i in 0..CHANNEL_BOUND + 3 {
-            assert_eq!(hub.publish(i), 1);
+            assert_eq!(hub.publish(&main(), i), 1);
         }
         assert_eq!(hub.dropped_slow(), 0);
         assert!(replaying.take_skipped());
@@ -327,20 +399,47 @@ mod tests {
         assert_eq!(kept, (0..CHANNEL_BOUND).collect::<Vec<_>>());
         replaying.set_catching_up(false);
         for i in 0..CHANNEL_BOUND + 1 {
-            hub.publish(i);
+            hub.publish(&main(), i);
         }
         assert_eq!((hub.len(), hub.dropped_slow()), (0, 1));
     }
 
-    /// disconnect_all closes every channel, yet new subscribers are welcome.
+    /// Publishing to a board reaches its subscribers only; the cap and the
+    /// counts cover all boards.
     #[test]
-    fn disconnect_all_keeps_the_door_open() {
+    fn boards_are_apart() {
+        let hub = Hub::new(3);
+        let other = Board::parse("other").unwrap();
+        let a = hub.subscribe(&main()).unwrap();
+        let o = hub.subscribe(&other).unwrap();
+        let o2 = hub.subscribe(&other).unwrap();
+        assert_eq!(
+            hub.subscribe(&other).err(),
+            Some(SubscribeError::Full { cap: 3 })
+        );
+        assert_eq!(hub.publish(&other, 1), 2);
+        assert_eq!(hub.publish(&Board::parse("none").unwrap(), 9), 0);
+        assert!(a.rx.try_recv().is_err());
+        assert_eq!((o.rx.try_recv(), o2.rx.try_recv()), (Ok(1), Ok(1)));
+        assert_eq!((hub.len(), hub.len_of(&other)), (3, 2));
+        let mut boards = hub.boards();
+        boards.sort();
+        assert_eq!(boards, vec![(main(), 1), (other.clone(), 2)]);
+        drop(o);
+        assert_eq!(hub.disconnect(&other), 1);
+        assert_eq!(hub.boards(), vec![(main(), 1)]);
+        assert_eq!(hub.len(), 1);
+    }
+
+    /// disconnect closes every channel of a board, yet new subscribers are welcome.
+    #[test]
+    fn disconnect_keeps_the_door_open() {
         let hub = Hub::<u8>::new(10);
-        let a = hub.subscribe().unwrap();
-        assert_eq!(hub.disconnect_all(), 1);
+        let a = hub.subscribe(&main()).unwrap();
+        assert_eq!(hub.disconnect(&main()), 1);
         assert!(a.rx.recv().is_err());
-        let b = hub.subscribe().unwrap();
-        assert_eq!(hub.publish(7), 1);
+        let b = hub.subscribe(&main()).unwrap();
+        assert_eq!(hub.publish(&main(), 7), 1);
         assert_eq!(b.rx.try_recv(), Ok(7));
     }
 
@@ -348,10 +447,10 @@ mod tests {
     #[test]
     fn close_disconnects_everyone() {
         let hub = Hub::<u8>::new(10);
-        let a = hub.subscribe().unwrap();
+        let a = hub.subscribe(&main()).unwrap();
         hub.close();
         assert!(a.rx.recv().is_err());
-        assert_eq!(hub.subscribe().err(), Some(SubscribeError::Closed));
+        assert_eq!(hub.subscribe(&main()).err(), Some(SubscribeError::Closed));
     }
 
     /// A thread that panics while holding the hub's lock poisons it; the hub
@@ -359,7 +458,7 @@ mod tests {
     #[test]
     fn survives_a_poisoned_lock() {
         let hub = Hub::new(10);
-        let a = hub.subscribe().unwrap();
+        let a = hub.subscribe(&main()).unwrap();
         let poisoner = Arc::clone(&hub);
         let _ = std::thread::spawn(move || {
             let _guard = poisoner.inner.lock().unwrap();
@@ -367,9 +466,9 @@ mod tests {
         })
         .join();
         assert!(hub.inner.is_poisoned());
-        assert_eq!(hub.publish(5), 1);
+        assert_eq!(hub.publish(&main(), 5), 1);
         assert_eq!(a.rx.try_recv().unwrap(), 5);
-        let b = hub.subscribe().unwrap();
+        let b = hub.subscribe(&main()).unwrap();
         drop(b);
         assert_eq!(hub.len(), 1);
     }

@@ -13,11 +13,15 @@
 //!   holds the board's handlers, `routes/seed.rs` the original demo's
 //!   (`--seed-routes`), `routes/http.rs` the reply type and shared HTTP checks.
 //! - [`input`]: strict parsing and validation of what clients send.
-//! - [`store`]: the [`store::Store`] trait; [`store::redis`] (Lua scripts and a
-//!   capped stream) and [`store::memory`] (the embedded default).
-//! - [`pump`]: one thread that reads new events from the store's log and
-//!   publishes each batch to the hub.
-//! - [`hub`]: subscribers' channels behind a mutex, each kept under its bound; never blocks.
+//! - [`board`]: a board's name (a slug); `main` is the default board.
+//! - [`store`]: the [`store::Store`] trait, every call on one board;
+//!   [`store::redis`] (Lua scripts and a capped stream per board, on one Redis
+//!   or a Redis Cluster) and [`store::memory`] (the embedded default).
+//! - [`pump`]: one thread that hears every board's new events and publishes
+//!   each board's batch to the hub, filling what the feed missed from the logs.
+//! - [`recent`]: each watched board's newest events in memory, for replays.
+//! - [`hub`]: subscribers' channels per board behind a mutex, each kept under
+//!   its bound; never blocks.
 //! - [`sse`]: Server-Sent Events, a file per job: [`sse::frame`] (an event to
 //!   exact bytes), [`sse::wire`] (the response head and the body's framing),
 //!   [`sse::replay`] (what a reconnecting client missed) and [`sse::stream`]
@@ -35,12 +39,13 @@
 //!
 //! # How a like travels
 //!
-//! `POST /api/comments/7/like` -> a worker thread in [`server`] -> [`routes`]
-//! validates -> [`store::Store::set_like`]: ONE atomic Lua step updates the liker
-//! set and ranking and appends `like` to the capped stream -> the reply `{id,
-//! score, liked}`. Separately, in every process: the [`pump`] thread's `XREAD
-//! BLOCK` returns the new entries -> rendered once into an `Arc<Batch>` ->
-//! [`hub::Hub::publish`] sends it to every subscriber's channel (dropping one
+//! `POST /api/boards/b/comments/7/like` -> a worker thread in [`server`] ->
+//! [`routes`] validates -> [`store::Store::set_like`]: ONE atomic Lua step on
+//! board `b`'s keys updates the liker set and ranking, appends `like` to the
+//! board's capped stream and publishes it on the feed channel -> the reply
+//! `{id, score, liked}`. Separately, in every process: the [`pump`]'s feed
+//! subscription hears it -> rendered once into an `Arc<Batch>` ->
+//! [`hub::Hub::publish`] sends it to every channel of board `b` (dropping one
 //! already 256 behind) ->
 //! each client's writer thread wakes, writes everything pending in one write
 //! (of several likes of a comment, only the newest), and flushes -> the browser's EventSource fires `like`.
@@ -61,6 +66,7 @@
 //!   descriptor, checked by inode, and on a worker's note only while the
 //!   worker's `Hold` proves the connection still open.
 
+pub mod board;
 pub mod classroom;
 pub mod config;
 pub mod error;
@@ -99,22 +105,33 @@ use hub::Hub;
 use routes::App;
 use store::{memory::MemoryStore, redis::RedisStore, Store};
 
+/// How long startup waits for the pump to be subscribed to new events.
+const PUMP_START: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs the server until SIGTERM/SIGINT (Ok) or until it cannot go on (Err).
 pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Block the stop signals in every thread (threads inherit the mask), so one
     // thread can wait for them with sigwait and shut down in order.
     let signals = shutdown_signals::block()?;
 
+    let pool = (config.workers + 4) as u32;
     let store: Arc<dyn Store> = match &config.redis_url {
+        _ if !config.redis_cluster.is_empty() => {
+            let seeds = &config.redis_cluster;
+            let store =
+                RedisStore::open_cluster(seeds, &config.key_prefix, config.stream_len, pool)?;
+            let shown: Vec<String> = seeds.iter().map(|s| redact(s)).collect();
+            log::info!("using the Redis Cluster at {}", shown.join(", "));
+            Arc::new(store.with_max_boards(config.max_boards))
+        }
         Some(url) => {
-            let pool = (config.workers + 4) as u32;
             let store = RedisStore::open(url, &config.key_prefix, config.stream_len, pool)?;
             log::info!("using Redis at {}", redact(url));
-            Arc::new(store)
+            Arc::new(store.with_max_boards(config.max_boards))
         }
         None => {
             log::warn!("no Redis URL configured: using the in-memory store, NOTHING IS PERSISTED");
-            Arc::new(MemoryStore::new(config.stream_len))
+            Arc::new(MemoryStore::new(config.stream_len, config.max_boards))
         }
     };
 
@@ -144,7 +161,6 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let hub = Hub::new(cap);
-    let config_stream_len = config.stream_len;
     let pump_stats = Arc::new(pump::PumpStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let page = page::Page::new(config.assets_dir.clone())?;
@@ -153,12 +169,13 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let ring = config
         .replay_ring
         .min(usize::try_from(config.stream_len).unwrap_or(usize::MAX));
-    let recent = Arc::new(recent::Recent::new(ring, recent::DEFAULT_BYTES));
-    let replayer = sse::replay::Replayer::new(
-        Arc::clone(&store),
-        Arc::clone(&recent),
-        Arc::clone(&metrics),
-    );
+    let rings = Arc::new(recent::Rings::new(
+        ring,
+        recent::DEFAULT_BYTES,
+        config.stream_len,
+    ));
+    let replayer =
+        sse::replay::Replayer::new(Arc::clone(&store), Arc::clone(&rings), Arc::clone(&metrics));
     let visitors = match &config.visitor_key_file {
         Some(path) => {
             visitor::Visitors::with_key(Arc::clone(&store), &visitor::Visitors::read_secret(path)?)
@@ -171,7 +188,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         visitors,
         hub: Arc::clone(&hub),
         page,
-        limiter: ratelimit::RateLimiter::new(config.write_rate),
+        limiter: ratelimit::RateLimiter::new(config.write_rate, config.visitor_rate),
         classroom: config.classroom.then(classroom::Classroom::new),
         config,
         pump: Arc::clone(&pump_stats),
@@ -179,25 +196,37 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         metrics,
     });
     let _viewers = viewers::spawn(Arc::clone(&hub), Arc::clone(&stop));
-    // The pump's starting point is fixed before the first client can connect:
-    // a client that subscribes "live" must not see the pump start after events
-    // it should have received.
-    let start = match store.last_event_id() {
-        Ok(id) => Some(id),
-        Err(e) => {
-            log::warn!(
-                "the {} store is not answering yet ({e}); will keep trying",
-                store.name()
-            );
-            None
-        }
-    };
     // The crowd that comes back to a restarted instance replays from memory:
-    // the ring holds the newest events before the first client can connect.
-    if let Some(start) = start {
-        recent::fill(&recent, &*unmetered, start, config_stream_len);
+    // the default board's ring holds its newest events before the first client
+    // can connect (other boards' rings fill on their first stream). Its
+    // position is also where the pump starts on that board.
+    let main = rings.open(&board::Board::main(), &*unmetered);
+    // No client can be waiting for an event yet: the pump may start at the
+    // newest one without publishing what came before.
+    match unmetered.last_event_id(&board::Board::main()) {
+        Ok(newest) => main.mark(newest),
+        Err(e) => log::warn!(
+            "the {} store is not answering yet ({e}); will keep trying",
+            store.name()
+        ),
     }
-    let _pump = pump::spawn(store, hub, recent, pump_stats, Arc::clone(&stop), start);
+    let _pump = pump::spawn(
+        store,
+        hub,
+        rings,
+        Arc::clone(&pump_stats),
+        Arc::clone(&stop),
+    );
+    // Events are heard only once the pump's reader is subscribed; a write
+    // taken before would reach live streams only with the next event. So
+    // wait for it, briefly: a store that is down must not keep us from
+    // serving the page and the replays that work.
+    let subscribed = Instant::now() + PUMP_START;
+    while !pump_stats.running.load(std::sync::atomic::Ordering::SeqCst)
+        && Instant::now() < subscribed
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 
     let mut server = server::Server::start(Arc::clone(&app))?;
     let fatal = server.spawn_workers();

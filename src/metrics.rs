@@ -20,12 +20,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::board::Board;
 use crate::hub::Hub;
 use crate::pump::PumpStats;
 use crate::sse::Message;
 use crate::store::{
-    Comment, Event, EventReader, History, LikeOp, LikeOutcome, NewComment, Snapshot, Store,
-    StoreError, StoreResult,
+    BoardInfo, Comment, EventReader, Feed, History, LikeOp, LikeOutcome, NewComment, Snapshot,
+    Store, StoreError, StoreResult,
 };
 
 /// The `Content-Type` of the exposition; Prometheus picks its parser by it.
@@ -162,6 +163,7 @@ impl Metrics {
     ) -> StoreResult<T> {
         if let Err(e) = &r {
             let kind = match e {
+                StoreError::TooManyBoards { .. } => "refused",
                 StoreError::Unavailable(_) => "unavailable",
                 StoreError::Corrupt(_) => "unexpected",
             };
@@ -266,19 +268,33 @@ impl Metrics {
             "Events the pump handed to the hub (every instance's writes)",
             counter(pump.events.load(Ordering::Relaxed)),
         );
+        registry.register(
+            "pump_recovered_events",
+            "Events the pump read from a board's log because the feed did not bring them",
+            counter(pump.recovered.load(Ordering::Relaxed)),
+        );
         let delivered = pump.last_delivered.load(Ordering::Relaxed);
         registry.register(
             "pump_last_delivered_event_id",
-            "Id of the last event the pump handed to the hub",
+            "Id of the last event of the default board the pump handed to the hub",
             gauge(delivered),
         );
-        if let Ok(newest) = store.last_event_id() {
+        if let Ok(newest) = store.last_event_id(&Board::main()) {
             registry.register(
                 "pump_lag_events",
-                "Newest event id in the log minus the last one the pump delivered",
+                "Newest event id in the default board's log minus the last one the pump delivered",
                 gauge(newest.saturating_sub(delivered)),
             );
         }
+        // Counts only: a label per board would make series without bound.
+        if let Ok((_, boards)) = store.boards(0) {
+            registry.register("boards", "Boards in the store", gauge(boards));
+        }
+        registry.register(
+            "boards_live",
+            "Boards with at least one SSE client here now",
+            gauge(hub.boards().len() as u64),
+        );
         registry.register(
             "store_reconnects",
             "Connections to the store opened again after one failed or was lost",
@@ -309,12 +325,21 @@ impl MeteredStore {
 }
 
 impl Store for MeteredStore {
-    fn snapshot(&self, visitor: &str, limit: usize, offset: usize) -> StoreResult<Snapshot> {
-        self.count("snapshot", self.inner.snapshot(visitor, limit, offset))
+    fn snapshot(
+        &self,
+        board: &Board,
+        visitor: &str,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Snapshot> {
+        self.count(
+            "snapshot",
+            self.inner.snapshot(board, visitor, limit, offset),
+        )
     }
 
-    fn add_comment(&self, comment: NewComment) -> StoreResult<Comment> {
-        let r = self.count("add_comment", self.inner.add_comment(comment));
+    fn add_comment(&self, board: &Board, comment: NewComment) -> StoreResult<Comment> {
+        let r = self.count("add_comment", self.inner.add_comment(board, comment));
         if r.is_ok() {
             self.metrics.appended.inc();
         }
@@ -323,11 +348,12 @@ impl Store for MeteredStore {
 
     fn set_like(
         &self,
+        board: &Board,
         comment: u64,
         visitor: &str,
         op: LikeOp,
     ) -> StoreResult<Option<LikeOutcome>> {
-        let r = self.count("like", self.inner.set_like(comment, visitor, op));
+        let r = self.count("like", self.inner.set_like(board, comment, visitor, op));
         // Only a change is logged (liking twice appends nothing).
         if let Ok(Some(outcome)) = &r {
             if outcome.changed {
@@ -337,14 +363,18 @@ impl Store for MeteredStore {
         r
     }
 
-    fn history(&self, after: u64, max: usize) -> StoreResult<History> {
+    fn history(&self, board: &Board, after: u64, max: usize) -> StoreResult<History> {
         // Events replayed are counted by the replay itself (`observe_replay`),
         // whether they came from the store or from memory.
-        self.count("history", self.inner.history(after, max))
+        self.count("history", self.inner.history(board, after, max))
     }
 
-    fn last_event_id(&self) -> StoreResult<u64> {
-        self.count("last_event_id", self.inner.last_event_id())
+    fn last_event_id(&self, board: &Board) -> StoreResult<u64> {
+        self.count("last_event_id", self.inner.last_event_id(board))
+    }
+
+    fn boards(&self, limit: usize) -> StoreResult<(Vec<BoardInfo>, u64)> {
+        self.count("boards", self.inner.boards(limit))
     }
 
     fn visitor_key(&self, candidate: &str) -> StoreResult<String> {
@@ -380,8 +410,8 @@ struct MeteredReader {
 }
 
 impl EventReader for MeteredReader {
-    fn wait_after(&mut self, after: u64, max: usize, timeout: Duration) -> StoreResult<Vec<Event>> {
-        let r = self.inner.wait_after(after, max, timeout);
+    fn wait(&mut self, max: usize, timeout: Duration) -> StoreResult<Feed> {
+        let r = self.inner.wait(max, timeout);
         self.metrics.store_result(self.store, "pump_read", r)
     }
 }
@@ -396,16 +426,20 @@ mod tests {
     #[test]
     fn counts_reach_the_exposition() {
         let metrics = Metrics::new();
-        let store = MeteredStore::new(Arc::new(MemoryStore::new(100)), Arc::clone(&metrics));
+        let store = MeteredStore::new(Arc::new(MemoryStore::new(100, 10)), Arc::clone(&metrics));
+        let main = Board::main();
         let c = store
-            .add_comment(NewComment {
-                nickname: "a".into(),
-                content: "b".into(),
-                created_at: 0,
-            })
+            .add_comment(
+                &main,
+                NewComment {
+                    nickname: "a".into(),
+                    content: "b".into(),
+                    created_at: 0,
+                },
+            )
             .unwrap();
-        store.set_like(c.id, "v", LikeOp::Like).unwrap();
-        store.set_like(c.id, "v", LikeOp::Like).unwrap(); // no change, no event
+        store.set_like(&main, c.id, "v", LikeOp::Like).unwrap();
+        store.set_like(&main, c.id, "v", LikeOp::Like).unwrap(); // no change, no event
         metrics.observe_replay(true, 2, Duration::from_millis(1));
         metrics.observe_request("/healthz", "GET", 200, Duration::from_millis(1));
         metrics.observe_request("/healthz", "BREW", 405, Duration::from_millis(1));
@@ -417,6 +451,8 @@ mod tests {
             r#"likeboard_replays_total{source="store"} 1"#,
             "likeboard_sse_subscriber_cap 7",
             "likeboard_pump_lag_events 2",
+            "likeboard_boards 1",
+            "likeboard_boards_live 0",
             r#"likeboard_http_requests_total{route="/healthz",method="GET",status="200"} 1"#,
             r#"likeboard_http_requests_total{route="/healthz",method="other",status="405"} 1"#,
         ] {

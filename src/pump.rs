@@ -1,21 +1,42 @@
-//! The pump: one thread per process that reads new events from the store's log
-//! and hands each batch to the hub.
+//! The pump: one thread per process that reads new events from the store's
+//! logs and hands each board's batch to the hub.
 //!
 //! Writers never broadcast themselves. Going through the log means every
 //! process delivers every event in the same order with the same ids, whichever
-//! process took the write: that is what lets several instances share one Redis.
-//! Whatever is pending is read in one go and rendered once, so under a like
-//! storm the cost of fan-out is per batch, not per event.
+//! process took the write: that is what lets several instances share one Redis
+//! (or one Redis Cluster). Whatever is pending is read in one go and rendered
+//! once per board, so under a like storm the cost of fan-out is per batch, not
+//! per event.
+//!
+//! The reader (`EventReader`) hears every board's new events, but may miss
+//! some while it is reconnecting (Redis pub/sub keeps nothing for an absent
+//! subscriber). The logs are the record, and event ids per board are
+//! consecutive, so the pump keeps each watched board whole itself:
+//!
+//! - **a gap**: an event whose id is not the next one for its board; the pump
+//!   reads what lies between from the board's log first.
+//! - **a lost last event**, which no later event would reveal: after every
+//!   resubscription (the only time events go missing), and once a second while
+//!   the feed is quiet, the pump compares each watched board's newest id in
+//!   the store with its own and reads what it lacks (the *sweep*).
+//! - **ids going back** (a FLUSH, or Redis restarted without persistence):
+//!   seen by the sweep, or by an event at or below the board's position; the
+//!   board's streams are closed so their clients reset.
+//!
+//! Where the pump is on each board is its ring's position (`recent.rs`):
+//! every board with a stream here has one.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::board::Board;
 use crate::hub::Hub;
-use crate::recent::Recent;
+use crate::recent::{Recent, Rings};
 use crate::sse::{Batch, Message};
-use crate::store::{Store, StoreError};
+use crate::store::{Event, History, Store, StoreError};
 
 /// How long one blocking read waits before looping (to notice shutdown).
 const WAIT: Duration = Duration::from_secs(1);
@@ -24,146 +45,288 @@ const BATCH_MAX: usize = 1000;
 /// Backoff after a failed read, doubling up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The most often a quiet feed makes the pump sweep the watched boards.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Counters the pump keeps, for `/metrics` and `/healthz`.
 #[derive(Default)]
 pub struct PumpStats {
-    /// The id of the last event handed to the hub.
+    /// The id of the last event of the default board handed to the hub.
     pub last_delivered: AtomicU64,
     /// Events handed to the hub since start.
     pub events: AtomicU64,
     /// Failed reads since start.
     pub errors: AtomicU64,
-    /// Set once the pump knows where to start and is delivering events.
+    /// Events the pump read from a log itself: gaps and lost last events.
+    pub recovered: AtomicU64,
+    /// Set once the pump's reader is subscribed: new events are heard.
     pub running: AtomicBool,
 }
 
-/// Starts the pump thread, delivering every event after `start` (the newest id
-/// when the server started; `None` if the store was not answering then, in which
-/// case the pump asks it until it answers). Runs until `stop` is set.
+/// What the pump works with.
+struct Pump<'a> {
+    store: &'a dyn Store,
+    hub: &'a Hub<Message>,
+    rings: &'a Rings,
+    stats: &'a PumpStats,
+}
+
+/// Starts the pump thread. Runs until `stop` is set.
 ///
-/// The caller reads `start` before it accepts any client: a client that
-/// subscribes "live" must not find the pump starting after events it should see.
+/// The caller fills the default board's ring before it accepts any client:
+/// its position is where the pump starts on that board.
 pub fn spawn(
     store: Arc<dyn Store>,
     hub: Arc<Hub<Message>>,
-    recent: Arc<Recent>,
+    rings: Arc<Rings>,
     stats: Arc<PumpStats>,
     stop: Arc<AtomicBool>,
-    start: Option<u64>,
 ) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("pump".into())
-        .spawn(move || run(&*store, &hub, &recent, &stats, &stop, start))
+        .spawn(move || {
+            let pump = Pump {
+                store: &*store,
+                hub: &hub,
+                rings: &rings,
+                stats: &stats,
+            };
+            pump.run(&stop);
+        })
         .expect("spawning the pump thread")
 }
 
-fn run(
-    store: &dyn Store,
-    hub: &Hub<Message>,
-    recent: &Recent,
-    stats: &PumpStats,
-    stop: &AtomicBool,
-    start: Option<u64>,
-) {
-    let mut backoff = BACKOFF_MIN;
-    // Where to start: the newest event at startup. Retried until the store answers,
-    // so a server started while Redis is down begins pumping when it returns.
-    // Retried often and without growing backoff: an event written between Redis
-    // returning and this read succeeding would not reach clients already
-    // connected (they get it when they reconnect and replay).
-    let mut after = loop {
-        if let Some(start) = start {
-            break start;
-        }
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        match store.last_event_id() {
-            Ok(id) => break id,
-            Err(e) => {
-                wait_after_error(&e, BACKOFF_MIN, stats);
+impl Pump<'_> {
+    fn run(&self, stop: &AtomicBool) {
+        let mut reader = self.store.event_reader();
+        let mut backoff = BACKOFF_MIN;
+        let mut failing = false;
+        // A sweep is owed after a resubscription or a failure, and tried
+        // again each SWEEP_EVERY until one reaches every board; a quiet feed
+        // also gets one each SWEEP_EVERY. A board the store cannot answer
+        // for (its Redis Cluster master is down) never holds up the others.
+        let mut owed = false;
+        let mut next_try = Instant::now();
+        let mut quiet_until = Instant::now() + SWEEP_EVERY;
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if (owed && now >= next_try) || now >= quiet_until {
+                owed = !self.sweep();
+                next_try = now + SWEEP_EVERY;
+                quiet_until = now + SWEEP_EVERY;
             }
-        }
-    };
-    stats.last_delivered.store(after, Ordering::Relaxed);
-    stats.running.store(true, Ordering::Relaxed);
-    let mut reader = store.event_reader();
-    let mut failing = false;
-    // Whether to compare our position with the store's newest id before the
-    // next read: after a quiet read or a failure, the moments when Redis may
-    // have been flushed or restarted empty without us seeing any event.
-    let mut check_rewind = false;
-    while !stop.load(Ordering::Relaxed) {
-        if check_rewind {
-            match store.last_event_id() {
-                Ok(newest) if newest < after => {
-                    rewind(hub, recent, after, newest);
-                    after = newest;
-                    stats.last_delivered.store(after, Ordering::Relaxed);
+            match reader.wait(BATCH_MAX, WAIT) {
+                Ok(feed) => {
+                    if failing {
+                        log::info!(
+                            "pump: reading events from the {} store again",
+                            self.store.name()
+                        );
+                        failing = false;
+                        backoff = BACKOFF_MIN;
+                    }
+                    if feed.resync {
+                        // (Re)subscribed: from now on new events are heard.
+                        self.stats.running.store(true, Ordering::SeqCst);
+                        owed = true;
+                        next_try = Instant::now();
+                    }
+                    if !feed.events.is_empty() {
+                        // A busy feed needs no quiet sweep: the next event shows a gap.
+                        quiet_until = Instant::now() + SWEEP_EVERY;
+                    }
+                    for (board, events) in by_board(feed.events) {
+                        self.deliver(&board, events);
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     failing = true;
-                    backoff = wait_after_error(&e, backoff, stats);
-                    continue;
+                    owed = true;
+                    backoff = self.wait_after_error(&e, backoff);
                 }
-            }
-            check_rewind = false;
-        }
-        match reader.wait_after(after, BATCH_MAX, WAIT) {
-            Ok(events) => {
-                if failing {
-                    log::info!("pump: reading events from the {} store again", store.name());
-                    failing = false;
-                    backoff = BACKOFF_MIN;
-                }
-                let Some(last) = events.last() else {
-                    check_rewind = true;
-                    continue;
-                };
-                after = last.id;
-                // Into the ring first: a writer that subscribed before reading
-                // the ring then finds every event in one or the other.
-                let batch = Arc::new(Batch::new(&events));
-                recent.push(&batch);
-                hub.publish(batch);
-                stats
-                    .events
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                stats.last_delivered.store(after, Ordering::Relaxed);
-            }
-            Err(e) => {
-                failing = true;
-                check_rewind = true;
-                backoff = wait_after_error(&e, backoff, stats);
             }
         }
     }
+
+    /// Hands one board's new events to its ring and its streams, first
+    /// reading from its log whatever lies between them and the board's
+    /// position.
+    fn deliver(&self, board: &Board, mut events: Vec<Event>) {
+        let ring = self.rings.get(board);
+        let position = ring.as_ref().and_then(|r| r.position());
+        if let Some(at) = position {
+            if events.first().is_some_and(|e| e.id <= at) {
+                if events.last().is_some_and(|e| e.id <= at) && self.went_back(board, at) {
+                    return;
+                }
+                events.retain(|e| e.id > at);
+            }
+        }
+        // Where this board's events are known to be whole up to: what the pump
+        // published, else (a new ring) what its fill read. Only the first
+        // drops duplicates above; either shows a gap.
+        let whole = position.or_else(|| ring.as_ref().and_then(|r| r.filled_to()));
+        if let (Some(at), Some(first)) = (whole, events.first().map(|e| e.id)) {
+            if first > at + 1 {
+                let mut missed = self.read_log(board, at, first - 1);
+                missed.append(&mut events);
+                events = missed;
+            }
+        }
+        self.publish(board, ring.as_deref(), &events);
+    }
+
+    fn publish(&self, board: &Board, ring: Option<&Recent>, events: &[Event]) {
+        let Some(last) = events.last().map(|e| e.id) else {
+            return;
+        };
+        // Into the ring first: a writer that subscribed before reading the
+        // ring then finds every event in one or the other.
+        let batch = Arc::new(Batch::new(events));
+        if let Some(ring) = ring {
+            ring.push(&batch);
+        }
+        self.hub.publish(board, batch);
+        self.stats
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        if board.is_main() {
+            self.stats.last_delivered.store(last, Ordering::Relaxed);
+        }
+    }
+
+    /// Events of `board` after `after` up to `upto`, read from its log (a
+    /// failed or evicted read gives what it could; the writers' own gap
+    /// handling covers the rest).
+    fn read_log(&self, board: &Board, after: u64, upto: u64) -> Vec<Event> {
+        let mut out: Vec<Event> = Vec::new();
+        let mut from = after;
+        while from < upto {
+            match self.store.history(board, from, BATCH_MAX) {
+                Ok(History::Events(events)) if !events.is_empty() => {
+                    from = events.last().map_or(upto, |e| e.id);
+                    out.extend(events.into_iter().filter(|e| e.id <= upto));
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    log::warn!("pump: board {board}: could not read missed events: {e}");
+                    break;
+                }
+            }
+        }
+        self.stats
+            .recovered
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        out
+    }
+
+    /// Compares every watched board's newest id with the pump's position:
+    /// reads what it lacks, or closes its streams if the ids went back. Also
+    /// lets go of the rings of boards nobody watches any more. True if the
+    /// store answered for every board.
+    fn sweep(&self) -> bool {
+        let watched: Vec<Board> = self.hub.boards().into_iter().map(|(b, _)| b).collect();
+        self.rings.forget_idle(&watched);
+        let mut failed = None;
+        for (board, ring) in self.rings.all() {
+            let newest = match self.store.last_event_id(&board) {
+                Ok(newest) => newest,
+                Err(e) => {
+                    failed = Some((board, e));
+                    continue;
+                }
+            };
+            match ring.position() {
+                // Nothing published here yet, so no position to compare with.
+                // Marking one now could drop an event still on its way through
+                // the feed; instead, publish what came after the ring's fill
+                // (the writers skip what they have), and the board's first
+                // event sets the position.
+                None => {
+                    if let Some(filled) = ring.filled_to().filter(|&f| newest > f) {
+                        let missed = self.read_log(&board, filled, newest);
+                        self.publish(&board, Some(&ring), &missed);
+                    }
+                }
+                Some(at) if newest < at => self.rewind(&board, &ring, at, newest),
+                Some(at) if newest > at => {
+                    let missed = self.read_log(&board, at, newest);
+                    if !missed.is_empty() {
+                        log::info!(
+                            "pump: board {board}: {} event(s) the feed did not bring, read from the log",
+                            missed.len()
+                        );
+                    }
+                    self.deliver(&board, missed);
+                }
+                Some(_) => {}
+            }
+        }
+        match failed {
+            None => true,
+            Some((board, e)) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("pump: sweep: board {board} (and maybe others): {e}; trying again");
+                false
+            }
+        }
+    }
+
+    /// An event at or below the board's position: a duplicate (the pump read
+    /// it from the log already) or the store's ids went back. Asks the store
+    /// which; true if they went back (and the board was reset).
+    fn went_back(&self, board: &Board, at: u64) -> bool {
+        let Some(ring) = self.rings.get(board) else {
+            return false;
+        };
+        match self.store.last_event_id(board) {
+            Ok(newest) if newest < at => {
+                self.rewind(board, &ring, at, newest);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The store's newest id for `board` is below what we delivered: its data
+    /// is gone (a FLUSH, or Redis restarted without persistence) and ids start
+    /// again from a lower number. Follow the new ids, and close the board's
+    /// streams: each client reconnects with its old Last-Event-ID, which is
+    /// now in the future, and is told to reset.
+    fn rewind(&self, board: &Board, ring: &Recent, at: u64, newest: u64) {
+        ring.clear();
+        ring.mark(newest);
+        let closed = self.hub.disconnect(board);
+        log::warn!(
+            "pump: board {board}: event ids went back from {at} to {newest}: the store lost \
+             its data (FLUSH, or a restart without persistence); following the new ids and \
+             closing {closed} stream(s) so their clients reset"
+        );
+        if board.is_main() {
+            self.stats.last_delivered.store(newest, Ordering::Relaxed);
+        }
+    }
+
+    /// Logs a failed read, sleeps, and returns the next backoff.
+    fn wait_after_error(&self, e: &StoreError, backoff: Duration) -> Duration {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        log::warn!("pump: {e}; retrying in {} ms", backoff.as_millis());
+        thread::sleep(backoff);
+        (backoff * 2).min(BACKOFF_MAX)
+    }
 }
 
-/// The store's newest id is below what we delivered: its data is gone (a
-/// FLUSH, or Redis restarted without persistence) and ids start again from a
-/// lower number. Waiting for ids above `after` would wedge the pump, so follow
-/// the new ids, and close every stream: each client reconnects with its old
-/// Last-Event-ID, which is now in the future, and is told to reset. (Had the
-/// new ids already passed the old ones before we looked, plain integer ids
-/// could not tell the two histories apart; we look after every quiet second
-/// and after every failed read, which a Redis restart always causes.)
-fn rewind(hub: &Hub<Message>, recent: &Recent, after: u64, newest: u64) {
-    recent.clear();
-    let closed = hub.disconnect_all();
-    log::warn!(
-        "pump: event ids went back from {after} to {newest}: the store lost its data \
-         (FLUSH, or a restart without persistence); following the new ids and closing \
-         {closed} stream(s) so their clients reset"
-    );
-}
-
-/// Logs a failed read, sleeps, and returns the next backoff.
-fn wait_after_error(e: &StoreError, backoff: Duration, stats: &PumpStats) -> Duration {
-    stats.errors.fetch_add(1, Ordering::Relaxed);
-    log::warn!("pump: {e}; retrying in {} ms", backoff.as_millis());
-    thread::sleep(backoff);
-    (backoff * 2).min(BACKOFF_MAX)
+/// Events grouped by board, each board's in the order it logged them, boards
+/// in the order they first appear.
+fn by_board(events: Vec<(Board, Event)>) -> Vec<(Board, Vec<Event>)> {
+    let mut order: Vec<(Board, Vec<Event>)> = Vec::new();
+    let mut index: HashMap<Board, usize> = HashMap::new();
+    for (board, event) in events {
+        let i = *index.entry(board.clone()).or_insert_with(|| {
+            order.push((board, Vec::new()));
+            order.len() - 1
+        });
+        order[i].1.push(event);
+    }
+    order
 }

@@ -11,6 +11,13 @@
 //! instance is served from memory too. Only a resume from further back reads
 //! the store (`sse/replay.rs`).
 //!
+//! There is one ring per board that has (or lately had) a stream in this
+//! process ([`Rings`]): the default board's is filled before the first client,
+//! any other board's when its first stream opens, and a board nobody has
+//! watched for [`IDLE`] gives its ring up. Each ring also remembers the
+//! newest id it has seen (`position`), which is how the pump knows, per
+//! board, where it is.
+//!
 //! Invariant: the ring holds consecutive ids. The pump pushes every batch
 //! before it publishes it, so a writer that subscribed before reading the
 //! ring misses nothing (what it read from the ring, or what arrives on its
@@ -18,11 +25,19 @@
 //! continue the ring (the pump fell behind the store's trimming, or ids went
 //! back) empties it first.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use crate::board::Board;
+use crate::lock::lock;
 use crate::sse::{Batch, Message};
 use crate::store::{History, Store};
+
+/// How long a board's ring outlives its last stream: long enough for a
+/// reconnect storm (a restarted proxy, a classroom's Wi-Fi) to find it.
+pub const IDLE: Duration = Duration::from_secs(120);
 
 /// Events read per query while filling the ring at startup.
 const FILL_PAGE: usize = 1000;
@@ -36,6 +51,10 @@ pub const DEFAULT_BYTES: usize = 16 << 20;
 pub struct Recent {
     /// Many writers read it at once during a storm; only the pump writes.
     ring: RwLock<Ring>,
+    /// Whether it was filled from the store (`Rings::open` fills it once).
+    filled: AtomicBool,
+    /// The newest id the fill read up to (`None` before it ran).
+    filled_to: RwLock<Option<u64>>,
     /// Most events kept; older batches are dropped whole.
     max_events: usize,
     /// Most bytes of frames kept.
@@ -56,6 +75,8 @@ struct Ring {
     events: usize,
     /// Bytes of their frames, for the memory bound.
     bytes: usize,
+    /// The newest id seen, kept or not (`None` until the first push or fill).
+    upto: Option<u64>,
 }
 
 /// What a replay can take from the ring.
@@ -72,6 +93,8 @@ impl Recent {
     pub fn new(max_events: usize, max_bytes: usize) -> Recent {
         Recent {
             ring: RwLock::new(Ring::default()),
+            filled: AtomicBool::new(false),
+            filled_to: RwLock::new(None),
             max_events,
             max_bytes,
         }
@@ -81,10 +104,26 @@ impl Recent {
     /// newest id already held are skipped (the startup fill may have read
     /// them); a batch that leaves a gap empties the ring first.
     pub fn push(&self, batch: &Message) {
-        if self.max_events == 0 || batch.events.is_empty() {
+        self.insert(batch, true);
+    }
+
+    /// Adds events read from the store's log (the fill), which leave the
+    /// pump's position alone: only the pump may say what it has published.
+    fn push_filled(&self, batch: &Message) {
+        self.insert(batch, false);
+    }
+
+    fn insert(&self, batch: &Message, by_pump: bool) {
+        let Some(newest) = batch.events.last().map(|e| e.id) else {
+            return;
+        };
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        if by_pump {
+            ring.upto = Some(ring.upto.map_or(newest, |upto| upto.max(newest)));
+        }
+        if self.max_events == 0 {
             return;
         }
-        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let next = ring.last_id().map(|last| last + 1);
         let fresh = batch
             .events
@@ -147,9 +186,29 @@ impl Recent {
         ring.events > self.max_events || ring.bytes > self.max_bytes
     }
 
-    /// Forgets everything (the store's ids went back).
+    /// Forgets everything (the store's ids went back), its position too.
     pub fn clear(&self) {
         self.ring.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The newest id the pump has published on this board (pushed or marked),
+    /// held or not. `None` before anything was pushed or marked; the fill
+    /// does not count, since a stream may still be waiting for the pump to
+    /// publish what the fill read.
+    pub fn position(&self) -> Option<u64> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).upto
+    }
+
+    /// The newest id the fill read up to, if it ran.
+    pub fn filled_to(&self) -> Option<u64> {
+        *self.filled_to.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that the pump is at `id` on this board: at startup, before any
+    /// stream exists, or after the ids went back.
+    pub fn mark(&self, id: u64) {
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        ring.upto = Some(ring.upto.map_or(id, |upto| upto.max(id)));
     }
 
     /// What the ring holds after `after`.
@@ -180,18 +239,28 @@ impl Recent {
     }
 }
 
-/// Fills `recent` with the newest events up to `start` (the pump's starting
-/// point) from `store`, which keeps `stream_len` of them. Called before the
-/// server accepts its first client; a store that cannot answer leaves the ring
+/// Fills `recent` with the newest events of `board` up to its newest id now
+/// from `store`, which keeps `stream_len` of them. Called for the default
+/// board before the server accepts its first client, and for any other board
+/// when its first stream opens; a store that cannot answer leaves the ring
 /// empty (replays then read the store until the pump has filled it).
-pub fn fill(recent: &Recent, store: &dyn Store, start: u64, stream_len: u64) {
+/// True once it has read what it should (a failure is tried again by the
+/// board's next stream).
+pub fn fill(recent: &Recent, store: &dyn Store, board: &Board, stream_len: u64) -> bool {
+    let start = match store.last_event_id(board) {
+        Ok(start) => start,
+        Err(e) => {
+            log::warn!("board {board}: could not fill the ring of recent events ({e})");
+            return false;
+        }
+    };
     let keep = (recent.max_events as u64).min(stream_len);
     let mut after = start.saturating_sub(keep);
     while after < start {
-        match store.history(after, FILL_PAGE) {
+        match store.history(board, after, FILL_PAGE) {
             Ok(History::Events(events)) if !events.is_empty() => {
                 after = events.last().map_or(start, |e| e.id);
-                recent.push(&Arc::new(Batch::new(&events)));
+                recent.push_filled(&Arc::new(Batch::new(&events)));
             }
             Ok(_) => break,
             Err(e) => {
@@ -199,11 +268,105 @@ pub fn fill(recent: &Recent, store: &dyn Store, start: u64, stream_len: u64) {
                     "could not fill the ring of recent events ({e}); replays read the store"
                 );
                 recent.clear();
-                return;
+                return false;
             }
         }
     }
-    log::info!("{} recent events in memory for replays", recent.len());
+    *recent.filled_to.write().unwrap_or_else(|e| e.into_inner()) = Some(start);
+    log::info!(
+        "board {board}: {} recent events in memory for replays",
+        recent.len()
+    );
+    true
+}
+
+/// The rings of every board with streams here lately.
+pub struct Rings {
+    rings: Mutex<HashMap<Board, Entry>>,
+    /// Each ring's bounds (`--replay-ring`, [`DEFAULT_BYTES`]).
+    max_events: usize,
+    max_bytes: usize,
+    /// How many events the store keeps per board, for the fill.
+    stream_len: u64,
+}
+
+struct Entry {
+    ring: Arc<Recent>,
+    /// When a stream last asked for it, or the pump last saw it watched.
+    used: Instant,
+    /// Set by whoever fills it, so a crowd opening a cold board fills it once
+    /// (the others read the store meanwhile, in the replay line).
+    filling: Arc<AtomicBool>,
+}
+
+impl Rings {
+    pub fn new(max_events: usize, max_bytes: usize, stream_len: u64) -> Rings {
+        Rings {
+            rings: Mutex::new(HashMap::new()),
+            max_events,
+            max_bytes,
+            stream_len,
+        }
+    }
+
+    /// The board's ring if it has one (the pump: it never makes one).
+    pub fn get(&self, board: &Board) -> Option<Arc<Recent>> {
+        lock(&self.rings).get(board).map(|e| Arc::clone(&e.ring))
+    }
+
+    /// The board's ring for a stream that opens on it: made and filled from
+    /// `store` on the board's first stream. Only the first caller fills it,
+    /// on its own thread; the others get it as it is meanwhile.
+    pub fn open(&self, board: &Board, store: &dyn Store) -> Arc<Recent> {
+        let (ring, filling) = {
+            let mut rings = lock(&self.rings);
+            let entry = rings.entry(board.clone()).or_insert_with(|| Entry {
+                ring: Arc::new(Recent::new(self.max_events, self.max_bytes)),
+                used: Instant::now(),
+                filling: Arc::new(AtomicBool::new(false)),
+            });
+            entry.used = Instant::now();
+            (Arc::clone(&entry.ring), Arc::clone(&entry.filling))
+        };
+        if !filling.swap(true, Ordering::SeqCst) {
+            if !ring.filled.load(Ordering::SeqCst) {
+                let done = fill(&ring, store, board, self.stream_len);
+                ring.filled.store(done, Ordering::SeqCst);
+            }
+            filling.store(false, Ordering::SeqCst);
+        }
+        ring
+    }
+
+    /// Every ring, with its board (the pump's sweep).
+    pub fn all(&self) -> Vec<(Board, Arc<Recent>)> {
+        lock(&self.rings)
+            .iter()
+            .map(|(board, e)| (board.clone(), Arc::clone(&e.ring)))
+            .collect()
+    }
+
+    /// Marks the rings of `watched` boards used now, and gives up those of
+    /// other boards unused for [`IDLE`] (never the default board's).
+    pub fn forget_idle(&self, watched: &[Board]) {
+        let now = Instant::now();
+        let mut rings = lock(&self.rings);
+        for board in watched {
+            if let Some(e) = rings.get_mut(board) {
+                e.used = now;
+            }
+        }
+        rings.retain(|board, e| board.is_main() || now.duration_since(e.used) < IDLE);
+    }
+
+    /// How many boards have a ring.
+    pub fn len(&self) -> usize {
+        lock(&self.rings).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Ring {
@@ -299,6 +462,58 @@ mod tests {
         }
         assert_eq!(ids(recent.since(200), 200), Some((201..=400).collect()));
         assert_eq!(ids(recent.since(199), 199), None);
+    }
+
+    /// The position follows the newest id pushed or marked, even in a ring
+    /// that keeps nothing, and never goes back until cleared.
+    #[test]
+    fn position_follows_the_newest_id() {
+        let none = Recent::new(0, 0);
+        assert_eq!(none.position(), None);
+        none.push(&batch(3..=4));
+        assert_eq!(none.position(), Some(4));
+        none.mark(2);
+        assert_eq!(none.position(), Some(4));
+        none.mark(9);
+        assert_eq!(none.position(), Some(9));
+        none.clear();
+        assert_eq!(none.position(), None);
+    }
+
+    /// A board's ring is made and filled by its first stream, and given up
+    /// once unwatched (the default board's never).
+    #[test]
+    fn rings_per_board() {
+        use crate::store::memory::MemoryStore;
+        use crate::store::NewComment;
+        let store = MemoryStore::new(100, 10);
+        let other = Board::parse("other").unwrap();
+        for board in [Board::main(), other.clone()] {
+            let new = NewComment {
+                nickname: "a".into(),
+                content: "b".into(),
+                created_at: 1,
+            };
+            store.add_comment(&board, new).unwrap();
+        }
+        let rings = Rings::new(100, 1 << 20, 100);
+        assert!(rings.get(&other).is_none());
+        let ring = rings.open(&other, &store);
+        assert_eq!(
+            (ring.len(), ring.position()),
+            (1, None),
+            "filled, not published"
+        );
+        rings.open(&Board::main(), &store);
+        assert_eq!(rings.len(), 2);
+        rings.forget_idle(&[]);
+        assert_eq!(rings.len(), 2, "used just now");
+        for e in lock(&rings.rings).values_mut() {
+            e.used -= IDLE;
+        }
+        rings.forget_idle(&[]);
+        assert!(rings.get(&other).is_none());
+        assert!(rings.get(&Board::main()).is_some());
     }
 
     /// Bounded by events and by bytes, oldest batches first; cleared on demand.

@@ -1,5 +1,6 @@
 //! The live viewer count: one thread per process that notices when the number
-//! of event streams changes and tells every stream, at most once a second.
+//! of event streams of a board changes and tells that board's streams, at most
+//! once a second.
 //!
 //! The count is this process's own state (each instance behind a load balancer
 //! counts its own clients), so it does not go through the store's log: it is
@@ -7,6 +8,7 @@
 //! replay nor Last-Event-ID ever see. Polling the hub once a second IS the
 //! coalescing: a burst of 1,000 connects costs one event, not 1,000.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -23,16 +25,17 @@ pub fn spawn(hub: Arc<Hub<Message>>, stop: Arc<AtomicBool>) -> thread::JoinHandl
     thread::Builder::new()
         .name("viewers".into())
         .spawn(move || {
-            let mut last = None;
+            // What each board's streams were last told.
+            let mut told = HashMap::new();
             while !stop.load(Ordering::Relaxed) {
                 thread::sleep(TICK);
-                let now = hub.len();
-                if last != Some(now) {
-                    last = Some(now);
-                    if now > 0 {
-                        hub.publish(Arc::new(Batch::viewers(now)));
+                let now: HashMap<_, _> = hub.boards().into_iter().collect();
+                for (board, &count) in &now {
+                    if told.get(board) != Some(&count) {
+                        hub.publish(board, Arc::new(Batch::viewers(count)));
                     }
                 }
+                told = now;
             }
         })
         .expect("spawning the viewers thread")

@@ -8,6 +8,11 @@
 //! like again and again) counts as no cookie: the request is the visitor of
 //! its client address, and gets a fresh signed cookie. So a script that sends
 //! a new random cookie with every like adds one like, not one per cookie.
+//!
+//! Fresh cookies are what a script would collect instead, so issuing them is
+//! rate-limited per client address (`--visitor-rate`, `ratelimit.rs`); the
+//! HTTP edge (`server/visitor.rs`) drops the cookie [`Visitors::of`] offers
+//! when the address has spent its allowance.
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -221,7 +226,7 @@ mod tests {
     /// cookie is sent then.
     #[test]
     fn an_issued_cookie_is_a_visitor() {
-        let visitors = Visitors::new(Arc::new(MemoryStore::new(10)));
+        let visitors = Visitors::new(Arc::new(MemoryStore::new(10, 10)));
         let (first, set) = visitors.of(None, "192.0.2.1".into());
         assert_eq!(first.id, "ip:192.0.2.1");
         let header = format!("{COOKIE}={}", cookie_value(&set.unwrap()));
@@ -238,7 +243,7 @@ mod tests {
     /// each is the visitor of its address, whatever the cookie says.
     #[test]
     fn forged_cookies_are_the_address() {
-        let visitors = Visitors::new(Arc::new(MemoryStore::new(10)));
+        let visitors = Visitors::new(Arc::new(MemoryStore::new(10, 10)));
         let (_, set) = visitors.of(None, "192.0.2.1".into());
         let good = cookie_value(&set.unwrap()).to_string();
         let (id, sig) = good.split_once('.').unwrap();
@@ -270,7 +275,7 @@ mod tests {
     /// of the other.
     #[test]
     fn instances_sharing_a_store_share_the_key() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(10));
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(10, 10));
         let a = Visitors::new(Arc::clone(&store));
         let b = Visitors::new(store);
         let (_, set) = a.of(None, "192.0.2.1".into());

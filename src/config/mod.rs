@@ -10,7 +10,7 @@
 //! table against it, so the four places that used to repeat a setting cannot
 //! drift apart.
 //!
-//! Why a table of our own rather than clap: twelve settings of two shapes (a
+//! Why a table of our own rather than clap: twenty-odd settings of two shapes (a
 //! flag with a value, an on/off switch) fit in a page of plain data that a class
 //! can read top to bottom, with no macro between the reader and the behaviour.
 //! clap would add several crates and a derive macro to the build for what we do
@@ -35,6 +35,11 @@ pub struct Config {
     /// `None` selects the embedded in-memory store, which loses everything when
     /// the process ends.
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster (`redis://host:port`); empty for none.
+    /// Excludes `redis_url`.
+    pub redis_cluster: Vec<String>,
+    /// Most boards there may be (`--max-boards`).
+    pub max_boards: usize,
     /// Prefix of every Redis key, so several boards can share one Redis; it is
     /// wrapped in a hash tag (`{likeboard}:...`) so one script's keys share a
     /// Redis Cluster slot.
@@ -61,6 +66,10 @@ pub struct Config {
     /// Writes per minute per visitor; an IP address gets `ratelimit::IP_FACTOR`
     /// times as many, since a classroom may share one address. 0 turns the limit off.
     pub write_rate: u32,
+    /// New visitors (issued cookies) per minute per client address
+    /// (`ratelimit.rs`); beyond it a request is its address's visitor and
+    /// gets no cookie. 0, or a `write_rate` of 0, turns the limit off.
+    pub visitor_rate: u32,
     /// Threads for ordinary requests; also the cap on concurrent ones, since
     /// each holds one request at a time. Event streams have their own threads.
     pub workers: usize,
@@ -88,6 +97,8 @@ impl Default for Config {
         let mut config = Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             redis_url: None,
+            redis_cluster: Vec::new(),
+            max_boards: 0,
             key_prefix: String::new(),
             stream_len: 0,
             replay_ring: 0,
@@ -96,6 +107,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             proxies_from_flags: false,
             write_rate: 0,
+            visitor_rate: 0,
             workers: 0,
             request_timeout: Duration::ZERO,
             seed_routes: false,
@@ -176,6 +188,12 @@ impl Config {
             };
             (opt.set)(&mut config, &flag, &value)?;
         }
+        if config.redis_url.is_some() && !config.redis_cluster.is_empty() {
+            return Err(ConfigError(
+                "--redis-cluster and --redis-url (REDIS_URL) exclude each other: name one store"
+                    .into(),
+            ));
+        }
         Ok(Command::Run(Box::new(config)))
     }
 }
@@ -207,6 +225,22 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
         _ => Err(ConfigError(format!(
             "{name}: expected 1 or 0, got {value:?}"
         ))),
+    }
+}
+
+/// Seed nodes of a cluster: comma-separated `redis://host:port` URLs.
+fn parse_cluster(name: &str, value: &str) -> Result<Vec<String>, ConfigError> {
+    let seeds: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    match seeds.iter().find(|s| !s.starts_with("redis://")) {
+        Some(bad) => Err(ConfigError(format!(
+            "{name}: each node is a redis://host:port URL, got {bad:?}"
+        ))),
+        None => Ok(seeds),
     }
 }
 
@@ -251,11 +285,14 @@ mod tests {
         assert_eq!(c.redis_url, None);
         assert_eq!(c.key_prefix, "likeboard");
         assert_eq!(c.stream_len, 10_000);
+        assert_eq!(c.max_boards, 10_000);
+        assert!(c.redis_cluster.is_empty());
         assert_eq!(c.heartbeat, Duration::from_secs(15));
         assert!(!c.seed_routes);
         assert!(!c.classroom);
         // The rest of the table's values, which Config::default parses too.
         assert_eq!(c.write_rate, 120);
+        assert_eq!(c.visitor_rate, 60);
         assert_eq!(c.workers, 16);
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.max_subscribers, None);
@@ -364,5 +401,28 @@ mod tests {
             .unwrap_err()
             .0
             .contains("needs a value"));
+    }
+
+    /// A cluster is named by its nodes' URLs, and excludes one Redis URL.
+    #[test]
+    fn cluster_seeds() {
+        let c = run(
+            &[
+                "--redis-cluster",
+                "redis://127.0.0.1:7000, redis://127.0.0.1:7001",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.redis_cluster,
+            vec!["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        assert!(run(&["--redis-cluster", "127.0.0.1:7000"], &[]).is_err());
+        assert!(run(
+            &["--redis-cluster", "redis://127.0.0.1:7000"],
+            &[("REDIS_URL", "redis://127.0.0.1:6379")]
+        )
+        .is_err());
     }
 }

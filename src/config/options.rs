@@ -92,6 +92,31 @@ pub const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        flag: "--redis-cluster",
+        value: Some("URLS"),
+        env: "LIKEBOARD_REDIS_CLUSTER",
+        initial: Initial::Unset("unset: one Redis (--redis-url) or none"),
+        help: "a Redis Cluster to store comments in, named by some of its nodes, \
+               e.g. redis://10.0.0.1:6379,redis://10.0.0.2:6379; excludes --redis-url",
+        set: |c, name, v| {
+            c.redis_cluster = parse_cluster(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--max-boards",
+        value: Some("N"),
+        env: "LIKEBOARD_MAX_BOARDS",
+        // Generous for a site with a board per article, and still a bound on
+        // what strangers can make the store keep.
+        initial: Initial::Value("10000"),
+        help: "most boards there may be; a comment that would make one more is refused (409)",
+        set: |c, name, v| {
+            c.max_boards = parse_positive(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
         flag: "--key-prefix",
         value: Some("P"),
         env: "LIKEBOARD_KEY_PREFIX",
@@ -188,6 +213,22 @@ pub const OPTIONS: &[Opt] = &[
         help: "writes per minute per visitor, and 20 times that per IP address; 0 = no limit",
         set: |c, name, v| {
             c.write_rate = parse(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: "--visitor-rate",
+        value: Some("N"),
+        env: "LIKEBOARD_VISITOR_RATE",
+        // A minute's worth may come at once, so a classroom of 40 behind one
+        // NAT address all get cookies together; a script minting identities
+        // gets one a second after that.
+        initial: Initial::Value("60"),
+        help: "new visitors (issued cookies) per minute per client address, a minute's \
+               worth at once; beyond it a request is its address's visitor and gets no \
+               cookie; off with --write-rate 0; 0 = no limit",
+        set: |c, name, v| {
+            c.visitor_rate = parse(name, v)?;
             Ok(())
         },
     },

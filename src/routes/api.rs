@@ -11,6 +11,7 @@ use tiny_http::Request;
 
 use super::http::{Reply, CSP};
 use super::{resume, truncate_path, App, Outcome, Visitor, LIMIT_MAX};
+use crate::board::Board;
 use crate::classroom;
 use crate::error::Error;
 use crate::input::{self, CommentForm, Target};
@@ -21,15 +22,49 @@ use crate::store::{LikeOp, NewComment};
 /// Default page size of `GET /api/comments`, and the page's first render.
 const LIMIT_DEFAULT: usize = 100;
 
-pub(super) fn index(app: &App) -> Result<Reply, Error> {
+/// How many boards the page lists in its board list.
+const BOARDS_ON_PAGE: usize = 12;
+
+/// Where the page of `board` finds its comments and its stream: the paths
+/// that predate boards for the default board (so its page reads as it
+/// always did), the board's own paths for any other.
+pub(super) fn board_urls(board: &Board) -> (String, String) {
+    if board.is_main() {
+        ("/api/comments".into(), "/events".into())
+    } else {
+        (
+            format!("/api/boards/{board}/comments"),
+            format!("/api/boards/{board}/events"),
+        )
+    }
+}
+
+pub(super) fn index(app: &App, board: &Board) -> Result<Reply, Error> {
     // The board renders without JavaScript too; the script then takes over.
-    let snapshot = app.store.snapshot("", LIMIT_DEFAULT, 0)?;
+    let snapshot = app.store.snapshot(board, "", LIMIT_DEFAULT, 0)?;
     let comments: Vec<_> = snapshot.comments.into_iter().map(|c| c.comment).collect();
+    let (mut boards, _) = app.store.boards(BOARDS_ON_PAGE)?;
+    if !boards.iter().any(|b| b.board == board.as_str()) {
+        // A board without comments yet is not listed in the store: show it anyway.
+        boards.push(crate::store::BoardInfo {
+            board: board.to_string(),
+            comments: 0,
+        });
+    }
+    let (comments_url, events_url) = board_urls(board);
     let html = app
         .page
         .render(
             "index.html",
-            minijinja::context! { comments => minijinja::Value::from(minijinja::value::Serde(&comments)), seed_routes => app.config.seed_routes, classroom => app.config.classroom, comments_url => "/api/comments", events_url => "/events" },
+            minijinja::context! {
+                comments => minijinja::Value::from(minijinja::value::Serde(&comments)),
+                board => board.as_str(),
+                boards => minijinja::Value::from(minijinja::value::Serde(&boards)),
+                comments_url,
+                events_url,
+                seed_routes => app.config.seed_routes,
+                classroom => app.config.classroom,
+            },
         )
         .map_err(|e| Error::Internal(format!("rendering index.html: {e:#}")))?;
     Ok(Reply {
@@ -56,10 +91,25 @@ pub(super) fn static_file(app: &App, name: &str) -> Result<Reply, Error> {
     })
 }
 
-pub(super) fn list(app: &App, target: &Target, visitor: &Visitor) -> Result<Reply, Error> {
+/// `GET /api/boards`: the boards, most comments first, and how many there are.
+pub(super) fn boards(app: &App, target: &Target) -> Result<Reply, Error> {
+    let limit = input::parse_count(target.param("limit"), "limit", LIMIT_DEFAULT, LIMIT_MAX)?;
+    let (boards, total) = app.store.boards(limit)?;
+    Ok(Reply::json(
+        200,
+        json!({ "boards": boards, "total": total }),
+    ))
+}
+
+pub(super) fn list(
+    app: &App,
+    board: &Board,
+    target: &Target,
+    visitor: &Visitor,
+) -> Result<Reply, Error> {
     let limit = input::parse_count(target.param("limit"), "limit", LIMIT_DEFAULT, LIMIT_MAX)?;
     let offset = input::parse_count(target.param("offset"), "offset", 0, 100_000_000)?;
-    let snapshot = app.store.snapshot(&visitor.id, limit, offset)?;
+    let snapshot = app.store.snapshot(board, &visitor.id, limit, offset)?;
     Ok(Reply::json(
         200,
         json!({
@@ -70,27 +120,37 @@ pub(super) fn list(app: &App, target: &Target, visitor: &Visitor) -> Result<Repl
     ))
 }
 
-pub(super) fn add_comment(app: &App, form: CommentForm) -> Result<Reply, Error> {
+pub(super) fn add_comment(app: &App, board: &Board, form: CommentForm) -> Result<Reply, Error> {
     let (nickname, content) = form.validate()?;
     let created_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let comment = app.store.add_comment(NewComment {
-        nickname,
-        content,
-        created_at,
-    })?;
+    let comment = app.store.add_comment(
+        board,
+        NewComment {
+            nickname,
+            content,
+            created_at,
+        },
+    )?;
     let mut reply = Reply::json(201, json!(comment));
+    let (comments_url, _) = board_urls(board);
     reply
         .headers
-        .push(("Location", format!("/api/comments/{}", comment.id)));
+        .push(("Location", format!("{comments_url}/{}", comment.id)));
     Ok(reply)
 }
 
-pub(super) fn like(app: &App, id: u64, visitor: &Visitor, op: LikeOp) -> Result<Reply, Error> {
+pub(super) fn like(
+    app: &App,
+    board: &Board,
+    id: u64,
+    visitor: &Visitor,
+    op: LikeOp,
+) -> Result<Reply, Error> {
     let outcome = app
         .store
-        .set_like(id, &visitor.id, op)?
+        .set_like(board, id, &visitor.id, op)?
         .ok_or_else(|| Error::NotFound(format!("no comment {id}")))?;
     Ok(Reply::json(
         200,
@@ -177,9 +237,14 @@ pub(super) fn metrics(app: &App) -> Result<Reply, Error> {
     })
 }
 
-/// `GET /events`: a stream resuming where the client asks, or the answer the
-/// fault panel has armed for this client's reconnect.
-pub(super) fn events(app: &App, req: &Request, target: &Target) -> Result<Outcome, Error> {
+/// `GET /events` (or a board's): a stream resuming where the client asks, or
+/// the answer the fault panel has armed for this client's reconnect.
+pub(super) fn events(
+    app: &App,
+    req: &Request,
+    board: &Board,
+    target: &Target,
+) -> Result<Outcome, Error> {
     let mut control = None;
     let token = target.param("client").filter(|t| classroom::valid_token(t));
     if let (Some(room), Some(token)) = (&app.classroom, token) {
@@ -190,6 +255,7 @@ pub(super) fn events(app: &App, req: &Request, target: &Target) -> Result<Outcom
         control = room.attach(token);
     }
     Ok(Outcome::Stream(StreamOptions {
+        board: board.clone(),
         dialect: Dialect::Standard,
         resume: resume(req, target),
         heartbeat: app.config.heartbeat,

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use tiny_http::{Method, Request};
 
+use crate::board::Board;
 use crate::classroom::Classroom;
 use crate::config::Config;
 use crate::error::Error;
@@ -39,7 +40,8 @@ use http::{check_head, check_same_origin, read_comment_form};
 pub use http::{header, Reply, BODY_LIMIT};
 use seed::SeedRoute;
 
-/// Most comments one listing returns (`GET /api/comments`, the seed's `/commentList`).
+/// Most comments one page of `GET /api/comments` returns (the seed's
+/// `/commentList` has its own cap, `seed::COMMENT_LIST_MAX`).
 const LIMIT_MAX: usize = 500;
 
 /// Everything a request handler may use; shared by all threads.
@@ -86,21 +88,32 @@ pub enum Outcome {
 
 /// What a request asks for, decided once from its method and its (decoded)
 /// path. Path segments it carries are still unchecked: each handler parses
-/// them strictly, so a bad comment id is a 400, not a 404.
+/// them strictly, so a bad comment id or board name is a 400, not a 404.
+///
+/// Every board route comes in two forms: with the board in the path
+/// (`/api/boards/{board}/...`, `/b/{board}`), and the form that predates
+/// boards (`/api/comments`, `/events`, `/`), which means the default board.
+/// `board` is `None` for the second: [`At`] says so to the metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// `GET /`: the board, rendered on the server.
-    Index,
+    /// `GET /` or `GET /b/{board}`: the board's page, rendered on the server.
+    Index { board: At<'a> },
     /// `GET /static/{name}`: an embedded asset.
     Static { name: &'a str },
-    /// `GET /api/comments`: a page of the ranking.
-    ListComments,
-    /// `POST /api/comments`.
-    AddComment,
-    /// `POST` (like) or `DELETE` (unlike) `/api/comments/{id}/like`.
-    Like { id: &'a str, op: LikeOp },
-    /// `GET /events`: the event stream.
-    Events,
+    /// `GET /api/boards`: the boards, most comments first.
+    Boards,
+    /// `GET .../comments`: a page of the ranking.
+    ListComments { board: At<'a> },
+    /// `POST .../comments`.
+    AddComment { board: At<'a> },
+    /// `POST` (like) or `DELETE` (unlike) `.../comments/{id}/like`.
+    Like {
+        board: At<'a>,
+        id: &'a str,
+        op: LikeOp,
+    },
+    /// `GET /events` or `GET /api/boards/{board}/events`: the event stream.
+    Events { board: At<'a> },
     /// `POST /api/classroom/{token}/{action}`: a fault panel button (`--classroom`).
     Classroom { token: &'a str, action: &'a str },
     /// `GET /healthz`.
@@ -118,6 +131,24 @@ pub enum Route<'a> {
     },
     /// A path we do not serve: 404.
     NotFound,
+}
+
+/// Which board a route names: the default one by a path without a board
+/// (`Main`), or one named in the path (still unchecked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At<'a> {
+    Main,
+    Named(&'a str),
+}
+
+impl At<'_> {
+    /// The board, or a 400 saying what is wrong with its name.
+    pub fn board(&self) -> Result<Board, Error> {
+        match self {
+            At::Main => Ok(Board::main()),
+            At::Named(slug) => Board::parse(slug).map_err(Error::BadRequest),
+        }
+    }
 }
 
 /// The methods a route table entry is tried with to learn which ones a path
@@ -170,20 +201,38 @@ impl<'a> Route<'a> {
     fn table(method: &Method, segments: &[&'a str], config: &Config) -> Option<Route<'a>> {
         use Method::{Delete, Get, Post};
         let seed = config.seed_routes;
+        // A board's routes, named or not, after the part that says which board.
+        let (board, rest): (At<'a>, &[&'a str]) = match segments {
+            ["api", "boards", board, rest @ ..] if !rest.is_empty() => (At::Named(board), rest),
+            ["api", rest @ ..] if matches!(rest.first(), Some(&"comments")) => (At::Main, rest),
+            _ => (At::Main, &[]),
+        };
+        if !rest.is_empty() {
+            return Some(match (method, rest) {
+                (Get, ["comments"]) => Route::ListComments { board },
+                (Post, ["comments"]) => Route::AddComment { board },
+                (Post, ["comments", id, "like"]) => Route::Like {
+                    board,
+                    id,
+                    op: LikeOp::Like,
+                },
+                (Delete, ["comments", id, "like"]) => Route::Like {
+                    board,
+                    id,
+                    op: LikeOp::Unlike,
+                },
+                (Get, ["events"]) if board != At::Main => Route::Events { board },
+                _ => return None,
+            });
+        }
         Some(match (method, segments) {
-            (Get, [""]) => Route::Index,
+            (Get, [""]) => Route::Index { board: At::Main },
+            (Get, ["b", board]) => Route::Index {
+                board: At::Named(board),
+            },
             (Get, ["static", name]) => Route::Static { name },
-            (Get, ["api", "comments"]) => Route::ListComments,
-            (Post, ["api", "comments"]) => Route::AddComment,
-            (Post, ["api", "comments", id, "like"]) => Route::Like {
-                id,
-                op: LikeOp::Like,
-            },
-            (Delete, ["api", "comments", id, "like"]) => Route::Like {
-                id,
-                op: LikeOp::Unlike,
-            },
-            (Get, ["events"]) => Route::Events,
+            (Get, ["api", "boards"]) => Route::Boards,
+            (Get, ["events"]) => Route::Events { board: At::Main },
             (Post, ["api", "classroom", token, action]) if config.classroom => {
                 Route::Classroom { token, action }
             }
@@ -204,11 +253,20 @@ impl<'a> Route<'a> {
     /// `/wp-login.php` would make a new time series.
     pub fn pattern(&self) -> &'static str {
         match self {
-            Route::Index => "/",
+            Route::Index { board: At::Main } => "/",
+            Route::Index { .. } => "/b/{board}",
             Route::Static { .. } => "/static/{name}",
-            Route::ListComments | Route::AddComment => "/api/comments",
-            Route::Like { .. } => "/api/comments/{id}/like",
-            Route::Events => "/events",
+            Route::Boards => "/api/boards",
+            Route::ListComments { board: At::Main } | Route::AddComment { board: At::Main } => {
+                "/api/comments"
+            }
+            Route::ListComments { .. } | Route::AddComment { .. } => "/api/boards/{board}/comments",
+            Route::Like {
+                board: At::Main, ..
+            } => "/api/comments/{id}/like",
+            Route::Like { .. } => "/api/boards/{board}/comments/{id}/like",
+            Route::Events { board: At::Main } => "/events",
+            Route::Events { .. } => "/api/boards/{board}/events",
             Route::Classroom { .. } => "/api/classroom/{token}/{action}",
             Route::Healthz => "/healthz",
             Route::Metrics => "/metrics",
@@ -225,7 +283,7 @@ impl<'a> Route<'a> {
     /// still reach the stream hand-off, which answers `200` with a retry hint: a
     /// `503` would make EventSource give up for good.
     pub fn opens_stream(&self) -> bool {
-        matches!(self, Route::Events | Route::Seed(SeedRoute::Sse))
+        matches!(self, Route::Events { .. } | Route::Seed(SeedRoute::Sse))
     }
 }
 
@@ -245,22 +303,25 @@ pub fn dispatch(
     visitor: &Visitor,
 ) -> Result<Outcome, Error> {
     let reply = match route {
-        Route::Index => api::index(app)?,
+        Route::Index { board } => api::index(app, &board.board()?)?,
         Route::Static { name } => api::static_file(app, name)?,
-        Route::ListComments => api::list(app, target, visitor)?,
-        Route::AddComment => {
+        Route::Boards => api::boards(app, target)?,
+        Route::ListComments { board } => api::list(app, &board.board()?, target, visitor)?,
+        Route::AddComment { board } => {
             check_same_origin(req)?;
+            let board = board.board()?;
             check_rate(app, visitor)?;
             let form = read_comment_form(req)?;
-            api::add_comment(app, form)?
+            api::add_comment(app, &board, form)?
         }
-        Route::Like { id, op } => {
+        Route::Like { board, id, op } => {
             check_same_origin(req)?;
+            let board = board.board()?;
             let id = input::parse_id(id)?;
             check_rate(app, visitor)?;
-            api::like(app, id, visitor, op)?
+            api::like(app, &board, id, visitor, op)?
         }
-        Route::Events => return api::events(app, req, target),
+        Route::Events { board } => return api::events(app, req, &board.board()?, target),
         Route::Classroom { token, action } => {
             check_same_origin(req)?;
             api::classroom_action(app, token, action)?
@@ -343,8 +404,14 @@ mod tests {
     #[test]
     fn head_is_get() {
         let config = Config::default();
-        assert_eq!(parse(Method::Head, "/", &config), Route::Index);
-        assert_eq!(parse(Method::Head, "/events", &config), Route::Events);
+        assert_eq!(
+            parse(Method::Head, "/", &config),
+            Route::Index { board: At::Main }
+        );
+        assert_eq!(
+            parse(Method::Head, "/events", &config),
+            Route::Events { board: At::Main }
+        );
     }
 
     /// The seed's routes and the fault panel exist only with their flags.
@@ -393,14 +460,77 @@ mod tests {
         assert_eq!(
             like,
             Route::Like {
+                board: At::Main,
                 id: "abc",
                 op: LikeOp::Like
             }
         );
         assert_eq!(like.pattern(), "/api/comments/{id}/like");
         assert!(!like.opens_stream());
-        for path in ["/wp-login.php", "/static/a/b", "/api"] {
+        for path in [
+            "/wp-login.php",
+            "/static/a/b",
+            "/api",
+            "/api/boards/x",
+            "/api/boards/x/nope",
+            "/b/x/y",
+            "/api/events",
+        ] {
             assert_eq!(parse(Method::Get, path, &config).pattern(), "unmatched");
         }
+    }
+
+    /// Every board route exists with the board in its path, with its own
+    /// label (never the board's name: that would make series without bound);
+    /// the name is checked by the handler, not here.
+    #[test]
+    fn board_routes() {
+        let config = Config::default();
+        let named = At::Named("post-1");
+        for (method, path, route, pattern) in [
+            (
+                Method::Get,
+                "/b/post-1",
+                Route::Index { board: named },
+                "/b/{board}",
+            ),
+            (
+                Method::Post,
+                "/api/boards/post-1/comments",
+                Route::AddComment { board: named },
+                "/api/boards/{board}/comments",
+            ),
+            (
+                Method::Delete,
+                "/api/boards/post-1/comments/3/like",
+                Route::Like {
+                    board: named,
+                    id: "3",
+                    op: LikeOp::Unlike,
+                },
+                "/api/boards/{board}/comments/{id}/like",
+            ),
+            (
+                Method::Get,
+                "/api/boards/post-1/events",
+                Route::Events { board: named },
+                "/api/boards/{board}/events",
+            ),
+            (Method::Get, "/api/boards", Route::Boards, "/api/boards"),
+        ] {
+            let parsed = parse(method, path, &config);
+            assert_eq!(parsed, route, "{path}");
+            assert_eq!(parsed.pattern(), pattern, "{path}");
+        }
+        assert!(parse(Method::Get, "/api/boards/x/events", &config).opens_stream());
+        assert_eq!(
+            parse(Method::Put, "/api/boards/x/comments", &config),
+            Route::WrongMethod {
+                pattern: "/api/boards/{board}/comments",
+                allow: "GET, HEAD, POST"
+            }
+        );
+        assert!(At::Named("Bad!").board().is_err());
+        assert_eq!(At::Main.board().unwrap(), Board::main());
     }
 }

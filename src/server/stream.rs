@@ -43,7 +43,7 @@ impl Worker {
         // read half so tiny_http's pool thread parked on it is freed. The hold
         // goes with the socket's writer, and is dropped just before it.
         let hold = self.guard.stream(peer);
-        let subscription = self.app.hub.subscribe();
+        let subscription = self.app.hub.subscribe(&opts.board);
         let writer = Held {
             _hold: hold,
             inner: request.into_writer(),

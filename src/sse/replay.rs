@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use super::frame::{closing_retry, reset_event, Dialect, Encoded, HEARTBEAT};
 use super::outlet::Outlet;
+use crate::board::Board;
 use crate::lock::lock;
 use crate::metrics::Metrics;
-use crate::recent::{Recent, Since};
+use crate::recent::{Rings, Since};
 use crate::store::{History, Store, StoreError};
 
 /// Events read from history per query when catching up; a longer backlog goes
@@ -74,8 +75,8 @@ impl Resume {
 /// Where replays read from, shared by every writer: the ring first, the store
 /// behind a line.
 pub struct Replayer {
-    /// The newest events, which most replays need no more than.
-    recent: Arc<Recent>,
+    /// Each watched board's newest events, which most replays need no more than.
+    rings: Arc<Rings>,
     /// The history further back than the ring reaches.
     store: Arc<dyn Store>,
     /// Turns to read the store: at most `STORE_READERS` replays at once.
@@ -105,9 +106,9 @@ struct LineState {
 struct Turn<'a>(&'a Line);
 
 impl Replayer {
-    pub fn new(store: Arc<dyn Store>, recent: Arc<Recent>, metrics: Arc<Metrics>) -> Replayer {
+    pub fn new(store: Arc<dyn Store>, rings: Arc<Rings>, metrics: Arc<Metrics>) -> Replayer {
         Replayer {
-            recent,
+            rings,
             store,
             line: Line {
                 state: Mutex::new(LineState {
@@ -120,18 +121,22 @@ impl Replayer {
         }
     }
 
-    /// Sends what the client missed; returns the last id it has now seen (if known).
+    /// Sends what the client missed on `board`; returns the last id it has
+    /// now seen (if known). A stream's first call: it also makes sure the
+    /// board has its ring of recent events (filled on the board's first stream).
     pub(super) fn replay(
         &self,
         out: &mut Outlet,
+        board: &Board,
         resume: Resume,
         dialect: Dialect,
     ) -> io::Result<Option<u64>> {
+        self.rings.open(board, &*self.store);
         match resume {
             Resume::Live => Ok(None),
-            Resume::After(after) => self.catch_up(out, after, false, dialect).map(Some),
+            Resume::After(after) => self.catch_up(out, board, after, false, dialect).map(Some),
             Resume::Invalid => {
-                let newest = self.patiently(out, |store| store.last_event_id())?;
+                let newest = self.patiently(out, |store| store.last_event_id(board))?;
                 out.send(&reset_event(newest))?;
                 Ok(Some(newest))
             }
@@ -145,16 +150,18 @@ impl Replayer {
     pub(super) fn catch_up(
         &self,
         out: &mut Outlet,
+        board: &Board,
         mut after: u64,
         seen: bool,
         dialect: Dialect,
     ) -> io::Result<u64> {
+        let ring = self.rings.get(board);
         let started = Instant::now();
         let mut sent = 0u64;
         let mut from_store = false;
         let mut buf = Vec::new();
         for page in 0..REPLAY_PAGES_MAX {
-            if let Since::Covered(batches) = self.recent.since(after) {
+            if let Some(Since::Covered(batches)) = ring.as_ref().map(|r| r.since(after)) {
                 // Everything from here on is in memory: one write, no store.
                 buf.clear();
                 for event in batches.iter().flat_map(|b| &b.events) {
@@ -170,7 +177,7 @@ impl Replayer {
             from_store = true;
             let history = {
                 let _turn = self.wait_turn(out)?;
-                self.patiently(out, |store| store.history(after, REPLAY_PAGE))?
+                self.patiently(out, |store| store.history(board, after, REPLAY_PAGE))?
             };
             match history {
                 History::Events(events) => {
@@ -193,7 +200,8 @@ impl Replayer {
                     // Ids on one connection only ever increase, so end the stream:
                     // the client reconnects with its Last-Event-ID and gets a reset.
                     log::warn!(
-                        "SSE: event ids went back from {after} to {last_event_id}; closing the stream"
+                        "SSE: board {board}: event ids went back from {after} to {last_event_id}; \
+                         closing the stream"
                     );
                     out.send(&closing_retry())?;
                     return Err(io::Error::other("event ids went backwards"));
@@ -311,8 +319,8 @@ mod tests {
         use crate::sse::sink::SharedSink;
         use crate::sse::wire::{Framing, Wire};
         let replayer = Arc::new(Replayer::new(
-            Arc::new(crate::store::memory::MemoryStore::new(10)),
-            Arc::new(Recent::new(0, 0)),
+            Arc::new(crate::store::memory::MemoryStore::new(10, 10)),
+            Arc::new(Rings::new(0, 0, 10)),
             Metrics::new(),
         ));
         let sink = || Wire::new(Box::new(SharedSink::default()), Framing::CloseDelimited);

@@ -32,6 +32,8 @@ pub enum End {
 
 /// Options of one client's stream, as the routes read them from its request.
 pub struct StreamOptions {
+    /// The board whose events it streams.
+    pub board: crate::board::Board,
     /// Which frames it wants: `/events` JSON or the seed's `member@METHOD`.
     pub dialect: Dialect,
     /// Where it asked to resume (Last-Event-ID or `?since=`).
@@ -57,11 +59,15 @@ pub fn serve(
     opts: &StreamOptions,
 ) {
     if wire.start().is_ok() && wire.send(&retry_field(RETRY_MS)).is_ok() {
-        log::info!("SSE client connected ({} now)", hub.len());
+        log::info!(
+            "SSE client connected to board {} ({} now)",
+            sub.board(),
+            hub.len()
+        );
         // The page shows the count at once; the viewers thread sends changes
         // from here on.
         if opts.viewers {
-            let _ = wire.send(&viewers_event(hub.len()));
+            let _ = wire.send(&viewers_event(hub.len_of(sub.board())));
         }
         // A panic in the writer ends this stream, properly, and nothing else.
         let end = catch_unwind(AssertUnwindSafe(|| run(&mut wire, &sub, replayer, opts)));
@@ -113,7 +119,8 @@ pub fn run(
     };
     // The subscription exists before the replay is read, so nothing published
     // in between is lost; `last_sent` drops anything the replay already covered.
-    let mut last_sent = match replayer.replay(&mut out, opts.resume, opts.dialect) {
+    let board = sub.board();
+    let mut last_sent = match replayer.replay(&mut out, board, opts.resume, opts.dialect) {
         Ok(last) => last,
         Err(_) => return End::ClientLeft,
     };
@@ -134,7 +141,7 @@ pub fn run(
         if catching_up {
             match last_sent {
                 Some(last) if sub.take_skipped() => {
-                    match replayer.catch_up(&mut out, last, true, opts.dialect) {
+                    match replayer.catch_up(&mut out, board, last, true, opts.dialect) {
                         Ok(caught_up) => last_sent = Some(caught_up),
                         Err(_) => return End::ClientLeft,
                     }
@@ -187,7 +194,7 @@ pub fn run(
                     }
                     sub.set_catching_up(true);
                     catching_up = true;
-                    match replayer.catch_up(&mut out, last, true, opts.dialect) {
+                    match replayer.catch_up(&mut out, board, last, true, opts.dialect) {
                         Ok(caught_up) => last_sent = Some(caught_up),
                         Err(_) => return End::ClientLeft,
                     }
@@ -285,18 +292,20 @@ mod tests {
     fn stream_batches_in(store: MemoryStore, batches: Vec<Vec<Event>>, dialect: Dialect) -> String {
         let replayer = Replayer::new(
             Arc::new(store),
-            Arc::new(crate::recent::Recent::new(0, 0)),
+            Arc::new(crate::recent::Rings::new(0, 0, 100)),
             crate::metrics::Metrics::new(),
         );
         let hub = crate::hub::Hub::new(4);
-        let sub = hub.subscribe().unwrap();
+        let board = crate::board::Board::main();
+        let sub = hub.subscribe(&board).unwrap();
         for events in &batches {
-            hub.publish(Arc::new(Batch::new(events)));
+            hub.publish(&board, Arc::new(Batch::new(events)));
         }
         hub.close();
         let sink = SharedSink::default();
         let mut wire = Wire::new(Box::new(sink.clone()), Framing::CloseDelimited);
         let opts = StreamOptions {
+            board: board.clone(),
             dialect,
             resume: Resume::Live,
             heartbeat: Duration::from_secs(60),
@@ -314,16 +323,22 @@ mod tests {
     }
 
     fn store_with_likes(capacity: u64, likes: u64) -> crate::store::memory::MemoryStore {
-        let store = crate::store::memory::MemoryStore::new(capacity);
+        let store = crate::store::memory::MemoryStore::new(capacity, 10);
+        let main = crate::board::Board::main();
         let c = store
-            .add_comment(crate::store::NewComment {
-                nickname: "n".into(),
-                content: "c".into(),
-                created_at: 0,
-            })
+            .add_comment(
+                &main,
+                crate::store::NewComment {
+                    nickname: "n".into(),
+                    content: "c".into(),
+                    created_at: 0,
+                },
+            )
             .unwrap();
         for v in 0..likes {
-            store.set_like(c.id, &v.to_string(), LikeOp::Like).unwrap();
+            store
+                .set_like(&main, c.id, &v.to_string(), LikeOp::Like)
+                .unwrap();
         }
         store
     }

@@ -10,14 +10,30 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    Comment, Event, EventKind, EventReader, History, LikeOp, LikeOutcome, ListedComment,
-    NewComment, Snapshot, Store, StoreResult,
+    BoardInfo, Comment, Event, EventKind, EventReader, Feed, History, LikeOp, LikeOutcome,
+    ListedComment, NewComment, Snapshot, Store, StoreError, StoreResult,
 };
+use crate::board::Board;
 
 /// Everything behind one mutex: a change and its event happen together, as a
 /// Lua script makes them happen together in Redis.
 #[derive(Default)]
 struct State {
+    /// Every board that has had a comment.
+    boards: HashMap<Board, BoardState>,
+    /// Every event of every board in the order they happened, for the pump's
+    /// reader (the stand-in for Redis pub/sub), numbered by `fed`. Capped:
+    /// a reader that falls further behind resyncs, as after a lost connection.
+    feed: VecDeque<(Board, Event)>,
+    /// Events ever appended to `feed`; the newest has this number.
+    fed: u64,
+    /// The key that signs visitor cookies (set on first use).
+    visitor_key: Option<String>,
+}
+
+/// One board: its comments, ranking, likers and capped event log.
+#[derive(Default)]
+struct BoardState {
     comments: HashMap<u64, Comment>,
     /// Ordered as the board shows it: score desc, then newest (highest id) first.
     ranking: BTreeSet<(Reverse<u64>, Reverse<u64>)>,
@@ -29,17 +45,17 @@ struct State {
     last_event_id: u64,
     /// Ids of comments, consecutive from 1.
     last_comment_id: u64,
-    /// The key that signs visitor cookies (set on first use).
-    visitor_key: Option<String>,
 }
 
 struct Shared {
     /// Everything, under one lock: a change and its event are one step.
     state: Mutex<State>,
-    /// Signalled after every append, for the pump waiting in `wait_after`.
+    /// Signalled after every append, for the pump waiting in `wait`.
     appended: Condvar,
-    /// Events kept for replay (`--stream-len`).
+    /// Events kept for replay per board (`--stream-len`).
     capacity: usize,
+    /// Most boards (`--max-boards`).
+    max_boards: usize,
 }
 
 /// The in-memory store; cheap to clone (it is an `Arc`).
@@ -49,14 +65,23 @@ pub struct MemoryStore {
     shared: Arc<Shared>,
 }
 
+/// The pump's reader: where it is in the feed.
+struct FeedReader {
+    store: MemoryStore,
+    /// The number of the last feed entry read; `None` before the first read.
+    read: Option<u64>,
+}
+
 impl MemoryStore {
-    /// A store whose event log keeps the newest `capacity` events.
-    pub fn new(capacity: u64) -> Self {
+    /// A store whose event logs keep the newest `capacity` events each, with
+    /// room for `max_boards` boards.
+    pub fn new(capacity: u64, max_boards: usize) -> Self {
         MemoryStore {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 appended: Condvar::new(),
                 capacity: capacity.max(1) as usize,
+                max_boards,
             }),
         }
     }
@@ -67,20 +92,32 @@ impl MemoryStore {
         crate::lock::lock(&self.shared.state)
     }
 
-    fn append(&self, state: &mut State, kind: EventKind) {
-        state.last_event_id += 1;
-        state.log.push_back(Event {
-            id: state.last_event_id,
+    /// Appends an event to the board's log and to the feed.
+    fn append(&self, state: &mut State, board: &Board, kind: EventKind) {
+        let capacity = self.shared.capacity;
+        let b = state
+            .boards
+            .get_mut(board)
+            .expect("appending to a board that exists");
+        b.last_event_id += 1;
+        let event = Event {
+            id: b.last_event_id,
             kind,
-        });
-        while state.log.len() > self.shared.capacity {
-            state.log.pop_front();
+        };
+        b.log.push_back(event.clone());
+        while b.log.len() > capacity {
+            b.log.pop_front();
+        }
+        state.feed.push_back((board.clone(), event));
+        state.fed += 1;
+        while state.feed.len() > capacity {
+            state.feed.pop_front();
         }
         self.shared.appended.notify_all();
     }
 }
 
-impl State {
+impl BoardState {
     fn events_after(&self, after: u64, max: usize) -> Vec<Event> {
         // Ids in the log are consecutive, so the position is arithmetic.
         let first = self.log.front().map_or(self.last_event_id + 1, |e| e.id);
@@ -89,48 +126,83 @@ impl State {
     }
 }
 
+/// What reading a board that has no comment yet sees.
+static EMPTY: std::sync::LazyLock<BoardState> = std::sync::LazyLock::new(BoardState::default);
+
+impl State {
+    fn board(&self, board: &Board) -> &BoardState {
+        self.boards.get(board).unwrap_or(&EMPTY)
+    }
+}
+
 impl Store for MemoryStore {
-    fn snapshot(&self, visitor: &str, limit: usize, offset: usize) -> StoreResult<Snapshot> {
+    fn snapshot(
+        &self,
+        board: &Board,
+        visitor: &str,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Snapshot> {
         let state = self.lock();
-        let comments = state
+        let b = state.board(board);
+        let comments = b
             .ranking
             .iter()
             .skip(offset)
             .take(limit)
             .map(|&(_, Reverse(id))| {
-                let comment = state.comments[&id].clone();
-                let liked = state.likers.get(&id).is_some_and(|l| l.contains(visitor));
+                let comment = b.comments[&id].clone();
+                let liked = b.likers.get(&id).is_some_and(|l| l.contains(visitor));
                 ListedComment { comment, liked }
             })
             .collect();
         Ok(Snapshot {
             comments,
-            last_event_id: state.last_event_id,
+            last_event_id: b.last_event_id,
         })
     }
 
-    fn add_comment(&self, new: NewComment) -> StoreResult<Comment> {
+    fn add_comment(&self, board: &Board, new: NewComment) -> StoreResult<Comment> {
         let mut state = self.lock();
-        state.last_comment_id += 1;
+        if !state.boards.contains_key(board) {
+            // The default board always exists: never refused.
+            if !board.is_main() && state.boards.len() >= self.shared.max_boards {
+                return Err(StoreError::TooManyBoards {
+                    max: self.shared.max_boards,
+                });
+            }
+            state.boards.insert(board.clone(), BoardState::default());
+        }
+        let b = state.boards.get_mut(board).expect("just made sure");
+        b.last_comment_id += 1;
         let comment = Comment {
-            id: state.last_comment_id,
+            id: b.last_comment_id,
             nickname: new.nickname,
             content: new.content,
             score: 0,
             created_at: new.created_at,
         };
-        state.comments.insert(comment.id, comment.clone());
-        state.ranking.insert((Reverse(0), Reverse(comment.id)));
-        self.append(&mut state, EventKind::Comment(comment.clone()));
+        b.comments.insert(comment.id, comment.clone());
+        b.ranking.insert((Reverse(0), Reverse(comment.id)));
+        self.append(&mut state, board, EventKind::Comment(comment.clone()));
         Ok(comment)
     }
 
-    fn set_like(&self, id: u64, visitor: &str, op: LikeOp) -> StoreResult<Option<LikeOutcome>> {
+    fn set_like(
+        &self,
+        board: &Board,
+        id: u64,
+        visitor: &str,
+        op: LikeOp,
+    ) -> StoreResult<Option<LikeOutcome>> {
         let mut state = self.lock();
-        let Some(old_score) = state.comments.get(&id).map(|c| c.score) else {
+        let Some(b) = state.boards.get_mut(board) else {
             return Ok(None);
         };
-        let likers = state.likers.entry(id).or_default();
+        let Some(old_score) = b.comments.get(&id).map(|c| c.score) else {
+            return Ok(None);
+        };
+        let likers = b.likers.entry(id).or_default();
         let changed = match op {
             LikeOp::Like => likers.insert(visitor.to_string()),
             LikeOp::Unlike => likers.remove(visitor),
@@ -138,13 +210,14 @@ impl Store for MemoryStore {
         // The score is the size of the liker set, so it can never go below 0.
         let score = likers.len() as u64;
         if changed {
-            state.ranking.remove(&(Reverse(old_score), Reverse(id)));
-            state.ranking.insert((Reverse(score), Reverse(id)));
-            if let Some(c) = state.comments.get_mut(&id) {
+            b.ranking.remove(&(Reverse(old_score), Reverse(id)));
+            b.ranking.insert((Reverse(score), Reverse(id)));
+            if let Some(c) = b.comments.get_mut(&id) {
                 c.score = score;
             }
             self.append(
                 &mut state,
+                board,
                 EventKind::Like {
                     comment: id,
                     score,
@@ -160,19 +233,36 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn history(&self, after: u64, max: usize) -> StoreResult<History> {
+    fn history(&self, board: &Board, after: u64, max: usize) -> StoreResult<History> {
         let state = self.lock();
-        let oldest_kept = state.log.front().map_or(state.last_event_id + 1, |e| e.id);
-        if after > state.last_event_id || after + 1 < oldest_kept {
+        let b = state.board(board);
+        let oldest_kept = b.log.front().map_or(b.last_event_id + 1, |e| e.id);
+        if after > b.last_event_id || after + 1 < oldest_kept {
             return Ok(History::Evicted {
-                last_event_id: state.last_event_id,
+                last_event_id: b.last_event_id,
             });
         }
-        Ok(History::Events(state.events_after(after, max)))
+        Ok(History::Events(b.events_after(after, max)))
     }
 
-    fn last_event_id(&self) -> StoreResult<u64> {
-        Ok(self.lock().last_event_id)
+    fn last_event_id(&self, board: &Board) -> StoreResult<u64> {
+        Ok(self.lock().board(board).last_event_id)
+    }
+
+    fn boards(&self, limit: usize) -> StoreResult<(Vec<BoardInfo>, u64)> {
+        let state = self.lock();
+        let mut all: Vec<BoardInfo> = state
+            .boards
+            .iter()
+            .map(|(name, b)| BoardInfo {
+                board: name.to_string(),
+                comments: b.comments.len() as u64,
+            })
+            .collect();
+        // Most comments first, then by name (as Redis's ZREVRANGE orders ties).
+        all.sort_by(|a, b| b.comments.cmp(&a.comments).then(b.board.cmp(&a.board)));
+        all.truncate(limit);
+        Ok((all, state.boards.len() as u64))
     }
 
     fn ping(&self) -> StoreResult<()> {
@@ -189,7 +279,10 @@ impl Store for MemoryStore {
     }
 
     fn event_reader(&self) -> Box<dyn EventReader> {
-        Box::new(self.clone())
+        Box::new(FeedReader {
+            store: self.clone(),
+            read: None,
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -197,21 +290,44 @@ impl Store for MemoryStore {
     }
 }
 
-impl EventReader for MemoryStore {
-    fn wait_after(&mut self, after: u64, max: usize, timeout: Duration) -> StoreResult<Vec<Event>> {
+impl EventReader for FeedReader {
+    fn wait(&mut self, max: usize, timeout: Duration) -> StoreResult<Feed> {
         let deadline = Instant::now() + timeout;
-        let mut state = self.lock();
-        while state.last_event_id <= after {
+        let mut state = self.store.lock();
+        // The first read starts at the end of the feed, as a fresh
+        // subscription hears only what is published after it; `resync` tells
+        // the pump to look at the boards' logs for what came before.
+        let Some(read) = self.read else {
+            self.read = Some(state.fed);
+            return Ok(Feed {
+                events: Vec::new(),
+                resync: true,
+            });
+        };
+        while state.fed <= read {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(Vec::new());
+                return Ok(Feed::default());
             }
-            state = match self.shared.appended.wait_timeout(state, left) {
+            state = match self.store.shared.appended.wait_timeout(state, left) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
-        Ok(state.events_after(after, max))
+        let first = state.fed - state.feed.len() as u64 + 1;
+        // Fell behind the capped feed: what was dropped is lost to this
+        // reader, as messages are to a Redis subscriber cut off.
+        let resync = read + 1 < first;
+        let skip = (read + 1).saturating_sub(first) as usize;
+        let events: Vec<(Board, Event)> = state
+            .feed
+            .iter()
+            .skip(skip)
+            .take(max.max(1))
+            .cloned()
+            .collect();
+        self.read = Some(read.max(first - 1) + events.len() as u64);
+        Ok(Feed { events, resync })
     }
 }
 
@@ -219,74 +335,159 @@ impl EventReader for MemoryStore {
 mod tests {
     use super::*;
 
-    fn comment(store: &MemoryStore, text: &str) -> Comment {
+    fn main() -> Board {
+        Board::main()
+    }
+
+    fn comment_on(store: &MemoryStore, board: &Board, text: &str) -> Comment {
         let new = NewComment {
             nickname: "ann".into(),
             content: text.into(),
             created_at: 1,
         };
-        store.add_comment(new).unwrap()
+        store.add_comment(board, new).unwrap()
+    }
+
+    fn comment(store: &MemoryStore, text: &str) -> Comment {
+        comment_on(store, &main(), text)
     }
 
     /// The ranking is score desc, then newest first; liking twice counts once.
     #[test]
     fn ranking_and_idempotent_likes() {
-        let store = MemoryStore::new(100);
+        let store = MemoryStore::new(100, 10);
         let a = comment(&store, "a");
         let b = comment(&store, "b");
         let ids = |s: Snapshot| s.comments.iter().map(|c| c.comment.id).collect::<Vec<_>>();
-        assert_eq!(ids(store.snapshot("v", 10, 0).unwrap()), vec![b.id, a.id]);
-        store.set_like(a.id, "v", LikeOp::Like).unwrap();
-        let again = store.set_like(a.id, "v", LikeOp::Like).unwrap().unwrap();
+        assert_eq!(
+            ids(store.snapshot(&main(), "v", 10, 0).unwrap()),
+            vec![b.id, a.id]
+        );
+        store.set_like(&main(), a.id, "v", LikeOp::Like).unwrap();
+        let again = store
+            .set_like(&main(), a.id, "v", LikeOp::Like)
+            .unwrap()
+            .unwrap();
         assert_eq!((again.score, again.changed), (1, false));
-        let snap = store.snapshot("v", 10, 0).unwrap();
+        let snap = store.snapshot(&main(), "v", 10, 0).unwrap();
         assert!(snap.comments[0].liked);
         assert_eq!(ids(snap), vec![a.id, b.id]);
-        let undo = store.set_like(b.id, "v", LikeOp::Unlike).unwrap().unwrap();
+        let undo = store
+            .set_like(&main(), b.id, "v", LikeOp::Unlike)
+            .unwrap()
+            .unwrap();
         assert_eq!((undo.score, undo.changed), (0, false));
-        assert_eq!(store.set_like(99, "v", LikeOp::Like).unwrap(), None);
+        assert_eq!(
+            store.set_like(&main(), 99, "v", LikeOp::Like).unwrap(),
+            None
+        );
     }
 
     /// History replays what is kept and reports eviction for trimmed or future ids.
     #[test]
     fn history_and_eviction() {
-        let store = MemoryStore::new(3);
+        let store = MemoryStore::new(3, 10);
         let a = comment(&store, "a");
         for v in ["1", "2", "3", "4"] {
-            store.set_like(a.id, v, LikeOp::Like).unwrap();
+            store.set_like(&main(), a.id, v, LikeOp::Like).unwrap();
         }
         // Five events happened; the log keeps 3, 4 and 5.
         assert_eq!(
-            store.history(1, 10).unwrap(),
+            store.history(&main(), 1, 10).unwrap(),
             History::Evicted { last_event_id: 5 }
         );
-        let History::Events(events) = store.history(2, 10).unwrap() else {
+        let History::Events(events) = store.history(&main(), 2, 10).unwrap() else {
             panic!("expected events")
         };
         assert_eq!(
             events.iter().map(|e| e.id).collect::<Vec<_>>(),
             vec![3, 4, 5]
         );
-        assert_eq!(store.history(5, 10).unwrap(), History::Events(vec![]));
         assert_eq!(
-            store.history(6, 10).unwrap(),
+            store.history(&main(), 5, 10).unwrap(),
+            History::Events(vec![])
+        );
+        assert_eq!(
+            store.history(&main(), 6, 10).unwrap(),
             History::Evicted { last_event_id: 5 }
         );
     }
 
-    /// The pump's wait returns as soon as an event is appended by another thread.
+    /// Boards are worlds of their own: ids, rankings and logs; an unknown board
+    /// reads as empty, and a new board beyond the maximum is refused.
+    #[test]
+    fn boards_are_separate_and_bounded() {
+        let store = MemoryStore::new(100, 2);
+        let other = Board::parse("other").unwrap();
+        let a = comment(&store, "a");
+        let b = comment_on(&store, &other, "b");
+        assert_eq!((a.id, b.id), (1, 1), "comment ids are per board");
+        store.set_like(&other, b.id, "v", LikeOp::Like).unwrap();
+        assert_eq!(store.last_event_id(&main()).unwrap(), 1);
+        assert_eq!(store.last_event_id(&other).unwrap(), 2);
+        assert_eq!(
+            store.snapshot(&main(), "v", 10, 0).unwrap().comments[0]
+                .comment
+                .score,
+            0
+        );
+        let third = Board::parse("third").unwrap();
+        assert_eq!(
+            store.snapshot(&third, "v", 10, 0).unwrap().comments.len(),
+            0
+        );
+        assert_eq!(store.set_like(&third, 1, "v", LikeOp::Like).unwrap(), None);
+        assert!(matches!(
+            store.add_comment(
+                &third,
+                NewComment {
+                    nickname: "x".into(),
+                    content: "y".into(),
+                    created_at: 1
+                }
+            ),
+            Err(StoreError::TooManyBoards { max: 2 })
+        ));
+        let (list, total) = store.boards(10).unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(list.len(), 2);
+    }
+
+    /// The pump's wait returns as soon as an event is appended by another
+    /// thread, with its board; the first read only marks the start.
     #[test]
     fn wait_wakes_on_append() {
-        let store = MemoryStore::new(10);
+        let store = MemoryStore::new(10, 10);
         let mut reader = store.event_reader();
+        assert!(reader.wait(10, Duration::from_millis(1)).unwrap().resync);
         let writer = store.clone();
         let t = std::thread::spawn(move || comment(&writer, "x"));
-        let events = reader.wait_after(0, 10, Duration::from_secs(5)).unwrap();
+        let feed = reader.wait(10, Duration::from_secs(5)).unwrap();
         t.join().unwrap();
-        assert_eq!(events.len(), 1);
+        assert_eq!(feed.events.len(), 1);
+        assert_eq!(feed.events[0].0, main());
+        assert!(!feed.resync);
         assert!(reader
-            .wait_after(1, 10, Duration::from_millis(10))
+            .wait(10, Duration::from_millis(10))
             .unwrap()
+            .events
             .is_empty());
+    }
+
+    /// A reader that falls behind the capped feed is told to resync.
+    #[test]
+    fn falling_behind_the_feed_resyncs() {
+        let store = MemoryStore::new(2, 10);
+        let mut reader = store.event_reader();
+        reader.wait(10, Duration::from_millis(1)).unwrap();
+        for text in ["a", "b", "c"] {
+            comment(&store, text);
+        }
+        let feed = reader.wait(10, Duration::from_millis(1)).unwrap();
+        assert!(feed.resync);
+        assert_eq!(
+            feed.events.iter().map(|(_, e)| e.id).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
     }
 }

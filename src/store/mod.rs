@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::board::Board;
+
 /// A comment as the API and the `comment` event show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Comment {
@@ -96,10 +98,32 @@ pub enum History {
     Evicted { last_event_id: u64 },
 }
 
-/// Failures of the store. Only two kinds matter to callers: the store could not
-/// be reached (503, retry later) and everything else (500).
+/// A board in the list of boards: its name and how many comments it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BoardInfo {
+    pub board: String,
+    pub comments: u64,
+}
+
+/// New events from the log of every board, as the pump's reader saw them.
+#[derive(Debug, Default)]
+pub struct Feed {
+    /// Events with their board, in the order each board logged them (two
+    /// boards' events may interleave in any order).
+    pub events: Vec<(Board, Event)>,
+    /// The reader has (re)connected since it was last asked: events logged
+    /// meanwhile may never arrive, so the pump must look at each board's log
+    /// itself (see `pump.rs`).
+    pub resync: bool,
+}
+
+/// Failures of the store. Two kinds matter to callers: the store could not be
+/// reached (503, retry later) and everything else (500); and one refusal, a
+/// new board beyond `--max-boards` (409).
 #[derive(Debug)]
 pub enum StoreError {
+    /// A comment would make a new board, and there are `max` already.
+    TooManyBoards { max: usize },
     /// Redis is down, refusing connections or timing out.
     Unavailable(String),
     /// Redis answered something we did not expect; a bug or a foreign key.
@@ -109,6 +133,12 @@ pub enum StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            StoreError::TooManyBoards { max } => {
+                write!(
+                    f,
+                    "there are {max} boards already, the most this server keeps"
+                )
+            }
             StoreError::Unavailable(why) => write!(f, "store unavailable: {why}"),
             StoreError::Corrupt(why) => write!(f, "store returned unexpected data: {why}"),
         }
@@ -119,20 +149,37 @@ impl std::error::Error for StoreError {}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The operations the server needs. Every change appends its event to the log in
-/// the same atomic step, and the pump is the only reader of new events.
+/// The operations the server needs, each on one board. Every change appends
+/// its event to that board's log in the same atomic step, and the pump is the
+/// only reader of new events. A board exists from its first comment; reading
+/// or streaming one that does not is reading an empty board.
 pub trait Store: Send + Sync {
     /// A page of the ranking (score desc, then newest first) for one visitor.
-    fn snapshot(&self, visitor: &str, limit: usize, offset: usize) -> StoreResult<Snapshot>;
-    /// Stores a comment with a fresh unique id and logs a `comment` event.
-    fn add_comment(&self, comment: NewComment) -> StoreResult<Comment>;
+    fn snapshot(
+        &self,
+        board: &Board,
+        visitor: &str,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Snapshot>;
+    /// Stores a comment with a fresh unique id (per board) and logs a
+    /// `comment` event. The first comment of a board makes the board, unless
+    /// there are `--max-boards` already ([`StoreError::TooManyBoards`]).
+    fn add_comment(&self, board: &Board, comment: NewComment) -> StoreResult<Comment>;
     /// Likes or unlikes; `Ok(None)` when the comment does not exist (nothing is created).
-    fn set_like(&self, comment: u64, visitor: &str, op: LikeOp)
-        -> StoreResult<Option<LikeOutcome>>;
-    /// Events after `after`, oldest first, for replay (at most `max`).
-    fn history(&self, after: u64, max: usize) -> StoreResult<History>;
-    /// The id of the newest event (0 when nothing has happened yet).
-    fn last_event_id(&self) -> StoreResult<u64>;
+    fn set_like(
+        &self,
+        board: &Board,
+        comment: u64,
+        visitor: &str,
+        op: LikeOp,
+    ) -> StoreResult<Option<LikeOutcome>>;
+    /// Events of `board` after `after`, oldest first, for replay (at most `max`).
+    fn history(&self, board: &Board, after: u64, max: usize) -> StoreResult<History>;
+    /// The id of the newest event of `board` (0 when nothing has happened yet).
+    fn last_event_id(&self, board: &Board) -> StoreResult<u64>;
+    /// The boards, most comments first (at most `limit`), and how many there are.
+    fn boards(&self, limit: usize) -> StoreResult<(Vec<BoardInfo>, u64)>;
     /// Checks that the store answers.
     fn ping(&self) -> StoreResult<()>;
     /// The key that signs visitor cookies, the same for every instance sharing
@@ -149,9 +196,9 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// The pump's view of the event log: block until events after `after` exist.
+/// The pump's view of the event logs: block until any board logs something.
 pub trait EventReader: Send {
-    /// Everything after `after` (at most `max`), waiting up to `timeout` for the
-    /// first one; an empty vector means the wait timed out.
-    fn wait_after(&mut self, after: u64, max: usize, timeout: Duration) -> StoreResult<Vec<Event>>;
+    /// New events of every board (at most about `max`), waiting up to
+    /// `timeout` for the first; an empty feed means the wait timed out.
+    fn wait(&mut self, max: usize, timeout: Duration) -> StoreResult<Feed>;
 }

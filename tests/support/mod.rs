@@ -23,6 +23,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 // ---------------------------------------------------------------------------
 // Scratch directories and process helpers
 // ---------------------------------------------------------------------------

@@ -12,9 +12,21 @@
 //! - `keys.rs`: the key layout, one table of every key and what it holds.
 //! - `conn.rs`: the r2d2 pool, timeouts, retry on a dead pooled connection,
 //!   and which Redis failures are a 503.
-//! - `stream.rs`: the pump's `XREAD BLOCK` reader and stream entry parsing.
-//! - `add_comment.lua`, `set_like.lua`, `snapshot.lua`: the scripts, each with
-//!   a header giving what it does atomically, its KEYS and ARGV.
+//! - `feed.rs`: the pump's reader, a pub/sub subscription on its own thread.
+//! - `stream.rs`: parsing stream entries (and published events) into events.
+//! - `add_comment.lua`, `set_like.lua`, `snapshot.lua`, `register_board.lua`:
+//!   the scripts, each with a header giving what it does atomically, its KEYS
+//!   and ARGV. Each touches one board's keys, so one cluster slot.
+//!
+//! How the pump hears of new events, on one Redis and on a cluster alike: each
+//! script also `PUBLISH`es the event it logged on one channel, and the pump
+//! subscribes to it. A blocking `XREAD` over every board's stream cannot cross
+//! slots in a cluster, and would need one connection per board; pub/sub needs
+//! one connection per process. Pub/sub may lose messages (only while the
+//! subscription is down), so the stream stays the record: ids per board are
+//! consecutive, a gap is filled from the stream, and after every
+//! resubscription the pump compares each live board's newest id with its own
+//! (`pump.rs`).
 //!
 //! The stream is trimmed exactly (`MAXLEN N`, not `MAXLEN ~ N`), so the replay
 //! history is exactly the newest `--stream-len` events, as in the memory store.
@@ -25,19 +37,26 @@
 //! (a walk over at most one node), and the node is freed once it is empty.
 
 mod conn;
+mod feed;
 mod keys;
 mod stream;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use redis::{Script, Value};
 
 use conn::Pool;
+use feed::FeedReader;
 use keys::{member, Keys};
-use stream::{parse_entries, StreamReader};
+use stream::parse_entries;
 
 use super::{
-    Comment, EventReader, History, LikeOp, LikeOutcome, ListedComment, NewComment, Snapshot, Store,
-    StoreError, StoreResult,
+    BoardInfo, Comment, EventReader, History, LikeOp, LikeOutcome, ListedComment, NewComment,
+    Snapshot, Store, StoreError, StoreResult,
 };
+use crate::board::Board;
+use crate::lock::lock;
 
 // The three Lua scripts, each in its own file beside this one so that Redis
 // users can read them (and the bench can load the very same text). Each file
@@ -51,6 +70,8 @@ const SET_LIKE: &str = include_str!("set_like.lua");
 /// Lua: one page of the ranking for one visitor, and the newest event id, read
 /// atomically so that the snapshot and its `last_event_id` agree.
 const SNAPSHOT: &str = include_str!("snapshot.lua");
+/// Lua: enter a board in the list of boards unless it is full. Returns 1 or 0.
+const REGISTER_BOARD: &str = include_str!("register_board.lua");
 
 /// The Redis-backed store. Cheap to share: the pool is internally synchronized.
 pub struct RedisStore {
@@ -59,38 +80,106 @@ pub struct RedisStore {
     pool: Pool,
     /// Every key name, made once from the prefix (the layout is in `keys.rs`).
     keys: Keys,
-    /// How many events the stream keeps: every XADD trims it to exactly this.
+    /// How many events a board's stream keeps: every XADD trims it to exactly this.
     stream_len: u64,
+    /// Most boards (`--max-boards`).
+    max_boards: usize,
+    /// Boards this process has seen listed, so only a board's first comment
+    /// here pays the extra round trip (bounded by `max_boards`).
+    listed: Mutex<HashSet<Board>>,
     // Each `Script` keeps its SHA1: calls go out as EVALSHA, and the body is
     // sent only when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH).
     add_comment: Script,
     set_like: Script,
     snapshot: Script,
+    register_board: Script,
 }
 
 impl RedisStore {
     /// Builds the store without connecting: the server must start even while
     /// Redis is down, and the pool connects lazily when Redis comes back.
     pub fn open(url: &str, prefix: &str, stream_len: u64, pool_size: u32) -> StoreResult<Self> {
-        Ok(RedisStore {
-            pool: Pool::open(url, pool_size)?,
+        Ok(RedisStore::on(
+            Pool::open(url, pool_size)?,
+            prefix,
+            stream_len,
+        ))
+    }
+
+    /// The store on a Redis Cluster named by its seed nodes (`redis://host:port`).
+    pub fn open_cluster(
+        seeds: &[String],
+        prefix: &str,
+        stream_len: u64,
+        pool_size: u32,
+    ) -> StoreResult<Self> {
+        Ok(RedisStore::on(
+            Pool::open_cluster(seeds, pool_size)?,
+            prefix,
+            stream_len,
+        ))
+    }
+
+    fn on(pool: Pool, prefix: &str, stream_len: u64) -> Self {
+        RedisStore {
+            pool,
             keys: Keys::new(prefix),
             stream_len,
+            max_boards: usize::MAX,
+            listed: Mutex::new(HashSet::new()),
             add_comment: Script::new(ADD_COMMENT),
             set_like: Script::new(SET_LIKE),
             snapshot: Script::new(SNAPSHOT),
-        })
+            register_board: Script::new(REGISTER_BOARD),
+        }
+    }
+
+    /// At most `max` boards may exist (`--max-boards`).
+    pub fn with_max_boards(mut self, max: usize) -> Self {
+        self.max_boards = max;
+        self
+    }
+
+    /// Makes sure `board` is in the list of boards, once per process: false
+    /// when the list is full. Repeatable (entering a listed board does nothing).
+    /// With `adopt`, the default board is listed only if it holds comments.
+    fn list_board(&self, board: &Board, adopt: bool) -> StoreResult<bool> {
+        if lock(&self.listed).contains(board) {
+            return Ok(true);
+        }
+        let main_comments = self.keys.board(&Board::main()).comments;
+        let listed: u8 = self.pool.with_conn("list board", true, |con| {
+            let mut call = self.register_board.key(&self.keys.boards);
+            if board.is_main() {
+                call.key(&main_comments);
+            }
+            call.arg(board.as_str())
+                .arg(self.max_boards)
+                .arg(if adopt { "1" } else { "0" })
+                .invoke(con)
+        })?;
+        if listed == 1 {
+            lock(&self.listed).insert(board.clone());
+        }
+        Ok(listed != 0)
     }
 }
 
 impl Store for RedisStore {
-    fn snapshot(&self, visitor: &str, limit: usize, offset: usize) -> StoreResult<Snapshot> {
+    fn snapshot(
+        &self,
+        board: &Board,
+        visitor: &str,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Snapshot> {
+        let keys = self.keys.board(board);
         let reply: Vec<Value> = self.pool.with_conn("snapshot", true, |con| {
             self.snapshot
-                .key(&self.keys.comments)
-                .key(&self.keys.ranking)
-                .key(self.keys.liked(visitor))
-                .key(&self.keys.event_seq)
+                .key(&keys.comments)
+                .key(&keys.ranking)
+                .key(keys.liked(visitor))
+                .key(&keys.event_seq)
                 .arg(offset)
                 .arg(limit)
                 .invoke(con)
@@ -125,21 +214,41 @@ impl Store for RedisStore {
         })
     }
 
-    fn add_comment(&self, new: NewComment) -> StoreResult<Comment> {
+    fn add_comment(&self, board: &Board, new: NewComment) -> StoreResult<Comment> {
+        if !self.list_board(board, false)? {
+            return Err(StoreError::TooManyBoards {
+                max: self.max_boards,
+            });
+        }
+        let keys = self.keys.board(board);
         // Not repeatable: a retry after a lost reply would post the comment twice.
         let id: u64 = self.pool.with_conn("add comment", false, |con| {
             self.add_comment
-                .key(&self.keys.comments)
-                .key(&self.keys.ranking)
-                .key(&self.keys.comment_seq)
-                .key(&self.keys.event_seq)
-                .key(&self.keys.events)
+                .key(&keys.comments)
+                .key(&keys.ranking)
+                .key(&keys.comment_seq)
+                .key(&keys.event_seq)
+                .key(&keys.events)
                 .arg(&new.nickname)
                 .arg(&new.content)
                 .arg(new.created_at)
                 .arg(self.stream_len)
+                .arg(&self.keys.feed)
+                .arg(board.as_str())
                 .invoke(con)
         })?;
+        // The list's count lives in another slot: a second step, and a failed
+        // one only leaves the count one short (the comment is stored).
+        let counted = self.pool.with_conn("count comment", false, |con| {
+            redis::cmd("ZINCRBY")
+                .arg(&self.keys.boards)
+                .arg(1)
+                .arg(board.as_str())
+                .query::<()>(con)
+        });
+        if let Err(e) = counted {
+            log::warn!("board {board}: comment {id} stored, but not counted in the list: {e}");
+        }
         Ok(Comment {
             id,
             nickname: new.nickname,
@@ -149,17 +258,24 @@ impl Store for RedisStore {
         })
     }
 
-    fn set_like(&self, id: u64, visitor: &str, op: LikeOp) -> StoreResult<Option<LikeOutcome>> {
+    fn set_like(
+        &self,
+        board: &Board,
+        id: u64,
+        visitor: &str,
+        op: LikeOp,
+    ) -> StoreResult<Option<LikeOutcome>> {
         let m = member(id);
+        let keys = self.keys.board(board);
         // Repeatable: liking twice counts once, so a retry changes nothing twice.
         let (exists, changed, score): (u8, u8, u64) = self.pool.with_conn("like", true, |con| {
             self.set_like
-                .key(&self.keys.comments)
-                .key(&self.keys.ranking)
-                .key(self.keys.likers(&m))
-                .key(self.keys.liked(visitor))
-                .key(&self.keys.event_seq)
-                .key(&self.keys.events)
+                .key(&keys.comments)
+                .key(&keys.ranking)
+                .key(keys.likers(&m))
+                .key(keys.liked(visitor))
+                .key(&keys.event_seq)
+                .key(&keys.events)
                 .arg(&m)
                 .arg(visitor)
                 .arg(match op {
@@ -167,6 +283,8 @@ impl Store for RedisStore {
                     LikeOp::Unlike => "unlike",
                 })
                 .arg(self.stream_len)
+                .arg(&self.keys.feed)
+                .arg(board.as_str())
                 .invoke(con)
         })?;
         if exists == 0 {
@@ -180,7 +298,8 @@ impl Store for RedisStore {
         }))
     }
 
-    fn history(&self, after: u64, max: usize) -> StoreResult<History> {
+    fn history(&self, board: &Board, after: u64, max: usize) -> StoreResult<History> {
+        let keys = self.keys.board(board);
         // One MULTI: the newest id, the oldest entry still kept, and the entries
         // after `after`, all from the same instant.
         let (seq, oldest, entries): (Option<u64>, Value, Value) =
@@ -188,15 +307,15 @@ impl Store for RedisStore {
                 redis::pipe()
                     .atomic()
                     .cmd("GET")
-                    .arg(&self.keys.event_seq)
+                    .arg(&keys.event_seq)
                     .cmd("XRANGE")
-                    .arg(&self.keys.events)
+                    .arg(&keys.events)
                     .arg("-")
                     .arg("+")
                     .arg("COUNT")
                     .arg(1)
                     .cmd("XRANGE")
-                    .arg(&self.keys.events)
+                    .arg(&keys.events)
                     .arg(format!("0-{}", after.saturating_add(1)))
                     .arg("+")
                     .arg("COUNT")
@@ -213,11 +332,40 @@ impl Store for RedisStore {
         Ok(History::Events(parse_entries(entries)?))
     }
 
-    fn last_event_id(&self) -> StoreResult<u64> {
+    fn last_event_id(&self, board: &Board) -> StoreResult<u64> {
+        let key = self.keys.board(board).event_seq;
         let seq: Option<u64> = self.pool.with_conn("last event id", true, |con| {
-            redis::cmd("GET").arg(&self.keys.event_seq).query(con)
+            redis::cmd("GET").arg(&key).query(con)
         })?;
         Ok(seq.unwrap_or(0))
+    }
+
+    fn boards(&self, limit: usize) -> StoreResult<(Vec<BoardInfo>, u64)> {
+        // A Redis written before boards existed has no list: enter `main`
+        // with what it holds (once per process).
+        self.list_board(&Board::main(), true)?;
+        let (top, total): (Vec<(String, f64)>, u64) =
+            self.pool.with_conn("boards", true, |con| {
+                redis::pipe()
+                    .cmd("ZREVRANGE")
+                    .arg(&self.keys.boards)
+                    .arg(0)
+                    .arg(limit.saturating_sub(1))
+                    .arg("WITHSCORES")
+                    .cmd("ZCARD")
+                    .arg(&self.keys.boards)
+                    .query(con)
+            })?;
+        let list = if limit == 0 { Vec::new() } else { top };
+        Ok((
+            list.into_iter()
+                .map(|(board, comments)| BoardInfo {
+                    board,
+                    comments: comments as u64,
+                })
+                .collect(),
+            total,
+        ))
     }
 
     fn ping(&self) -> StoreResult<()> {
@@ -239,9 +387,9 @@ impl Store for RedisStore {
     }
 
     fn event_reader(&self) -> Box<dyn EventReader> {
-        Box::new(StreamReader::new(
+        Box::new(FeedReader::start(
             self.pool.connector(),
-            self.keys.events.clone(),
+            self.keys.feed.clone(),
         ))
     }
 

@@ -5,19 +5,22 @@
 -- visitor's liked set, sets the ranking score to the size of the liker set
 -- and, only when something changed, hands out the next event id and appends a
 -- `like` or `unlike` event to the stream, trimmed exactly to the newest
--- ARGV[4] entries (MAXLEN N, not MAXLEN ~ N). Liking twice changes nothing the
--- second time, so a retry is harmless.
+-- ARGV[4] entries (MAXLEN N, not MAXLEN ~ N), and publishes it for every
+-- instance's pump. Liking twice changes nothing the second time, so a retry is
+-- harmless. All KEYS are one board's (T is its hash tag): one cluster slot.
 --
--- KEYS[1]  {P}:comments          hash: member -> comment JSON (existence check)
--- KEYS[2]  {P}:ranking           zset: member scored by its number of likes
--- KEYS[3]  {P}:likers:<member>   set: visitors who like this comment
--- KEYS[4]  {P}:liked:<visitor>   set: members this visitor likes
--- KEYS[5]  {P}:event_seq         string: last event id handed out
--- KEYS[6]  {P}:events            stream: the newest events, ids 0-<event id>
+-- KEYS[1]  T:comments          hash: member -> comment JSON (existence check)
+-- KEYS[2]  T:ranking           zset: member scored by its number of likes
+-- KEYS[3]  T:likers:<member>   set: visitors who like this comment
+-- KEYS[4]  T:liked:<visitor>   set: members of this board this visitor likes
+-- KEYS[5]  T:event_seq         string: last event id handed out
+-- KEYS[6]  T:events            stream: the newest events, ids 0-<event id>
 -- ARGV[1]  member: the comment id zero-padded to 12 digits
 -- ARGV[2]  visitor id
 -- ARGV[3]  'like' or 'unlike'
 -- ARGV[4]  how many events the stream keeps (--stream-len)
+-- ARGV[5]  the pub/sub channel of new events, {P}:feed (not a key)
+-- ARGV[6]  the board's name
 --
 -- Returns {exists, changed, score}: exists and changed are 0 or 1; score is the
 -- comment's number of likes afterwards. {0, 0, 0} when the comment does not
@@ -40,5 +43,7 @@ if changed == 1 then
   local seq = redis.call('INCR', KEYS[5])
   redis.call('XADD', KEYS[6], 'MAXLEN', ARGV[4], '0-' .. seq,
     'type', ARGV[3], 'comment', ARGV[1], 'score', score)
+  redis.call('PUBLISH', ARGV[5], cjson.encode({board = ARGV[6], id = seq,
+    type = ARGV[3], comment = ARGV[1], score = score}))
 end
 return {1, changed, score}

@@ -1,87 +1,14 @@
-//! The pump's view of the Redis event log: a [`StreamReader`] that waits in
-//! `XREAD BLOCK` on its own connection, and the parsing of stream entries into
-//! [`Event`]s (shared with the store's `history`). Only the pump thread reads
-//! through it; requests never wait here.
+//! Reading events as the scripts write them: stream entries (from `XRANGE`,
+//! in the store's `history`) and the JSON they publish on the feed channel
+//! (read by `feed.rs`). Both carry the same fields, so one function turns
+//! those fields into an [`Event`].
 
-use std::time::Duration;
-
-use redis::{RedisResult, Value};
+use redis::Value;
+use serde_json::Value as Json;
 
 use super::as_string;
-use super::conn::{classify, Connector, COMMAND_TIMEOUT};
-use crate::store::{Comment, Event, EventKind, EventReader, LikeOp, StoreError, StoreResult};
-
-/// The pump's reader: its own connection (never a pooled one, since it blocks
-/// in `XREAD BLOCK` for seconds), reopened after any failure.
-pub(super) struct StreamReader {
-    /// Opens the reader's connection, and is told when it is lost (for the
-    /// reconnect count the pool shares).
-    connector: Connector,
-    /// The events stream's key, `{P}:events`.
-    stream: String,
-    /// The open connection; `None` before the first read and after a failure,
-    /// so the next read connects afresh.
-    con: Option<redis::Connection>,
-}
-
-impl StreamReader {
-    /// A reader of `stream` that connects on its first read.
-    pub(super) fn new(connector: Connector, stream: String) -> Self {
-        StreamReader {
-            connector,
-            stream,
-            con: None,
-        }
-    }
-}
-
-impl EventReader for StreamReader {
-    fn wait_after(&mut self, after: u64, max: usize, timeout: Duration) -> StoreResult<Vec<Event>> {
-        if self.con.is_none() {
-            // The socket must outwait the BLOCK, or every quiet period is an error.
-            let read_timeout = timeout + COMMAND_TIMEOUT;
-            let con = self
-                .connector
-                .connect(read_timeout)
-                .map_err(|e| classify("pump connect", e))?;
-            self.con = Some(con);
-        }
-        let con = self.con.as_mut().expect("connection was just set");
-        let reply: RedisResult<Value> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(max.max(1))
-            .arg("BLOCK")
-            .arg(timeout.as_millis().max(1) as u64)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(format!("0-{after}"))
-            .query(con);
-        match reply {
-            Ok(Value::Nil) => Ok(Vec::new()),
-            Ok(Value::Array(streams)) => {
-                let mut events = Vec::new();
-                for stream in streams {
-                    // Each stream is [name, entries].
-                    if let Value::Array(mut pair) = stream {
-                        if pair.len() == 2 {
-                            events.extend(parse_entries(pair.remove(1))?);
-                        }
-                    }
-                }
-                Ok(events)
-            }
-            Ok(other) => Err(StoreError::Corrupt(format!(
-                "unexpected XREAD reply {other:?}"
-            ))),
-            Err(e) => {
-                // Whatever went wrong, this connection is no longer trusted.
-                self.con = None;
-                self.connector.lost();
-                Err(classify("pump read", e))
-            }
-        }
-    }
-}
+use crate::board::Board;
+use crate::store::{Comment, Event, EventKind, LikeOp, StoreError, StoreResult};
 
 /// Parses stream entries `[[id, [field, value, ...]], ...]` into events (from
 /// `XREAD` here, from `XRANGE` in the store's `history`).
@@ -116,6 +43,34 @@ fn parse_entry(entry: Value) -> StoreResult<Event> {
             .and_then(|kv| kv.get(1))
             .and_then(as_string)
     };
+    event_of(seq, field).map_err(|why| bad(&why))
+}
+
+/// One published event: `{"board", "id", "type", "comment", "score", ...}`,
+/// with the board it belongs to.
+pub(super) fn parse_published(payload: &[u8]) -> StoreResult<(Board, Event)> {
+    let bad = |why: &str| StoreError::Corrupt(format!("published event: {why}"));
+    let json: Json = serde_json::from_slice(payload).map_err(|e| bad(&e.to_string()))?;
+    let text = |name: &str| json.get(name).and_then(Json::as_str);
+    let board = Board::parse(text("board").unwrap_or_default()).map_err(|e| bad(&e))?;
+    let id = json
+        .get("id")
+        .and_then(Json::as_u64)
+        .ok_or_else(|| bad("id"))?;
+    // Numbers arrive as JSON numbers or (created_at, the member) as text.
+    let field = |name: &str| match json.get(name)? {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let event = event_of(id, field).map_err(|why| bad(&why))?;
+    Ok((board, event))
+}
+
+/// The event with id `id` whose fields `field` gives; the missing or bad field's
+/// name otherwise.
+fn event_of(id: u64, field: impl Fn(&str) -> Option<String>) -> Result<Event, String> {
+    let bad = |name: &str| name.to_string();
     let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
     let comment = number("comment").ok_or_else(|| bad("comment"))?;
     let score = number("score").ok_or_else(|| bad("score"))?;
@@ -139,7 +94,7 @@ fn parse_entry(entry: Value) -> StoreResult<Event> {
         }),
         _ => return Err(bad("type")),
     };
-    Ok(Event { id: seq, kind })
+    Ok(Event { id, kind })
 }
 
 #[cfg(test)]
@@ -174,6 +129,34 @@ mod tests {
                 op: LikeOp::Unlike
             }
         );
+    }
+
+    /// A published comment parses into its board and event; a bad board name
+    /// or a missing field is an error, not a panic.
+    #[test]
+    fn parses_published_events() {
+        let (board, event) = parse_published(
+            br#"{"board":"post-1","id":5,"type":"comment","comment":"000000000002","score":0,"nickname":"ann","content":"hi","created_at":"17"}"#,
+        )
+        .unwrap();
+        assert_eq!(board.as_str(), "post-1");
+        assert_eq!(event.id, 5);
+        assert!(matches!(
+            event.kind,
+            EventKind::Comment(Comment {
+                id: 2,
+                created_at: 17,
+                ..
+            })
+        ));
+        for bad in [
+            &br#"{"board":"A","id":5,"type":"like","comment":"1","score":1}"#[..],
+            br#"{"board":"a","type":"like","comment":"1","score":1}"#,
+            br#"{"board":"a","id":5,"type":"like","score":1}"#,
+            b"not json",
+        ] {
+            assert!(matches!(parse_published(bad), Err(StoreError::Corrupt(_))));
+        }
     }
 
     /// An entry whose id is not `0-N` (written by something else) is an error, not a panic.
