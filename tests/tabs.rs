@@ -285,3 +285,68 @@ fn share_off_gives_each_tab_its_own_stream() {
     assert_eq!(sharing(&tabs), vec![json!("tab"); 3]);
     lb.wait_subscribers(3, PATIENCE);
 }
+
+/// Posts a comment on `board` through the API and returns its id.
+fn comment_on(lb: &Likeboard, board: &str, content: &str) -> u64 {
+    let body = json!({ "content": content, "nickname": "t" }).to_string();
+    let res = support::http(
+        lb.addr,
+        "POST",
+        &format!("/api/boards/{board}/comments"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(res.status, 201, "{}", res.text());
+    res.json()["id"].as_u64().expect("the comment's id")
+}
+
+/// Likes comment `id` of `board` through the API as visitor `n`.
+fn like_on(lb: &Likeboard, board: &str, id: u64, n: u64) {
+    let cookie = format!("lb_visitor={}", support::visitor(n));
+    let res = support::http(
+        lb.addr,
+        "POST",
+        &format!("/api/boards/{board}/comments/{id}/like"),
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(res.status, 200, "{}", res.text());
+}
+
+/// Two boards open side by side, five tabs each, in one profile: each board is
+/// its own shared stream (two on the server for ten tabs), and a like on one
+/// board shows in all of its tabs and in none of the other's (ids are per
+/// board, so both boards have a comment 1).
+#[test]
+fn two_boards_in_tabs_side_by_side_are_two_streams() {
+    let lb = Backend::memory().start(&["--heartbeat-secs", "1"]);
+    let (one, two) = (
+        comment_on(&lb, "one", "on one"),
+        comment_on(&lb, "two", "on two"),
+    );
+    assert_eq!((one, two), (1, 1));
+    let chrome = Chrome::launch();
+    let (mut on_one, mut on_two) = (Vec::new(), Vec::new());
+    for _ in 0..TABS / 2 {
+        on_one.push(chrome.tab(&format!("http://{}/b/one", lb.addr)));
+        on_two.push(chrome.tab(&format!("http://{}/b/two", lb.addr)));
+    }
+    lb.wait_subscribers(2, PATIENCE);
+
+    like_on(&lb, "one", one, 1);
+    every_tab_shows(&on_one, &[(one, 1)], EVERY_TAB_WITHIN);
+    click_like(on_two.last().unwrap(), two);
+    every_tab_shows(&on_two, &[(two, 1)], EVERY_TAB_WITHIN);
+    like_on(&lb, "two", two, 2);
+    every_tab_shows(&on_two, &[(two, 2)], EVERY_TAB_WITHIN);
+    // Board one heard nothing of board two's likes.
+    every_tab_shows(&on_one, &[(one, 1)], EVERY_TAB_WITHIN);
+
+    // Closing a tab of one board leaves the other board's stream alone.
+    on_one.remove(0).close(true).expect("closing a tab");
+    on_two.remove(0).close(true).expect("closing a tab");
+    like_on(&lb, "one", one, 3);
+    every_tab_shows(&on_one, &[(one, 2)], PATIENCE);
+    every_tab_shows(&on_two, &[(two, 2)], PATIENCE);
+    lb.wait_subscribers(2, PATIENCE);
+}
