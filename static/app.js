@@ -335,15 +335,16 @@ function showState({ state, note, at }) {
 }
 
 /**
- * What the count means: the server counts open event streams (src/viewers.rs),
- * and a browser now holds one for all its tabs of a board. So it counts
- * browsers, not tabs, plus any wire view or curl; the page says "streams".
+ * What the count means: the server counts the board's open event streams
+ * (src/viewers.rs), and a browser now holds one for all its tabs of a board.
+ * So it counts browsers, not tabs, plus any wire view or curl; the page says
+ * "streams", and never "watching".
  */
 function showViewers(count) {
   viewerCount.textContent = count;
   viewerUnit.textContent = count === 1 ? "stream" : "streams";
   viewers.hidden = false;
-  viewers.title = `${count} open event ${count === 1 ? "stream" : "streams"} on this server: one per browser, shared by all its tabs of this board (an open wire view, or a curl, is one more)`;
+  viewers.title = `${count} open event ${count === 1 ? "stream" : "streams"} of this board on this server: one per browser, shared by all its tabs of the board (an open wire view, or a curl, is one more)`;
 }
 
 /** Applies events in id order, skipping any not newer than what this tab has. */
