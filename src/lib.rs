@@ -117,6 +117,14 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 
     let pool = (config.workers + 4) as u32;
     let store: Arc<dyn Store> = match &config.redis_url {
+        _ if !config.redis_cluster.is_empty() => {
+            let seeds = &config.redis_cluster;
+            let store =
+                RedisStore::open_cluster(seeds, &config.key_prefix, config.stream_len, pool)?;
+            let shown: Vec<String> = seeds.iter().map(|s| redact(s)).collect();
+            log::info!("using the Redis Cluster at {}", shown.join(", "));
+            Arc::new(store.with_max_boards(config.max_boards))
+        }
         Some(url) => {
             let store = RedisStore::open(url, &config.key_prefix, config.stream_len, pool)?;
             log::info!("using Redis at {}", redact(url));
@@ -194,9 +202,10 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         visitors,
         hub: Arc::clone(&hub),
         page,
-        limiter: ratelimit::RateLimiter::new(config.write_rate),
+        limiter: ratelimit::RateLimiter::new(config.write_rate, config.visitor_rate),
         admin,
-        auth_failures: ratelimit::RateLimiter::new(routes::ADMIN_FAILURES_PER_MINUTE),
+        // Failed token checks only: its write rate is the failures' allowance.
+        auth_failures: ratelimit::RateLimiter::new(routes::ADMIN_FAILURES_PER_MINUTE, 0),
         blocks,
         classroom: config.classroom.then(classroom::Classroom::new),
         config,

@@ -15,6 +15,13 @@ const TEMPLATES: &[(&str, &str)] = &[("index.html", include_str!("../templates/i
 /// Static files compiled into the binary: (name, bytes).
 const STATIC: &[(&str, &[u8])] = &[
     ("app.js", include_bytes!("../static/app.js")),
+    // A module app.js imports, and the SharedWorker script that holds the
+    // board's one stream per browser. The page's CSP (`script-src 'self'`,
+    // which `worker-src` falls back to) lets it load from here.
+    (
+        "stream-worker.js",
+        include_bytes!("../static/stream-worker.js"),
+    ),
     ("style.css", include_bytes!("../static/style.css")),
 ];
 
@@ -113,6 +120,10 @@ mod tests {
         let page = Page::new(None).unwrap();
         assert_eq!(
             page.asset("app.js").unwrap().content_type,
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            page.asset("stream-worker.js").unwrap().content_type,
             "text/javascript; charset=utf-8"
         );
         assert_eq!(

@@ -101,21 +101,19 @@ impl Pump<'_> {
         let mut reader = self.store.event_reader();
         let mut backoff = BACKOFF_MIN;
         let mut failing = false;
-        // Whether the watched boards must be compared with the store before
-        // the next read: after a resubscription or a failure.
-        let mut must_sweep = false;
-        let mut swept = Instant::now();
+        // A sweep is owed after a resubscription or a failure, and tried
+        // again each SWEEP_EVERY until one reaches every board; a quiet feed
+        // also gets one each SWEEP_EVERY. A board the store cannot answer
+        // for (its Redis Cluster master is down) never holds up the others.
+        let mut owed = false;
+        let mut next_try = Instant::now();
+        let mut quiet_until = Instant::now() + SWEEP_EVERY;
         while !stop.load(Ordering::Relaxed) {
-            if must_sweep || swept.elapsed() >= SWEEP_EVERY {
-                match self.sweep() {
-                    Ok(()) => must_sweep = false,
-                    Err(e) => {
-                        failing = true;
-                        backoff = self.wait_after_error(&e, backoff);
-                        continue;
-                    }
-                }
-                swept = Instant::now();
+            let now = Instant::now();
+            if (owed && now >= next_try) || now >= quiet_until {
+                owed = !self.sweep();
+                next_try = now + SWEEP_EVERY;
+                quiet_until = now + SWEEP_EVERY;
             }
             match reader.wait(BATCH_MAX, WAIT) {
                 Ok(feed) => {
@@ -130,11 +128,12 @@ impl Pump<'_> {
                     if feed.resync {
                         // (Re)subscribed: from now on new events are heard.
                         self.stats.running.store(true, Ordering::SeqCst);
-                        must_sweep = true;
+                        owed = true;
+                        next_try = Instant::now();
                     }
                     if !feed.events.is_empty() {
-                        // A busy feed needs no sweep: the next event shows a gap.
-                        swept = Instant::now();
+                        // A busy feed needs no quiet sweep: the next event shows a gap.
+                        quiet_until = Instant::now() + SWEEP_EVERY;
                     }
                     for (board, events) in by_board(feed.events) {
                         self.deliver(&board, events);
@@ -142,7 +141,7 @@ impl Pump<'_> {
                 }
                 Err(e) => {
                     failing = true;
-                    must_sweep = true;
+                    owed = true;
                     backoff = self.wait_after_error(&e, backoff);
                 }
             }
@@ -223,12 +222,20 @@ impl Pump<'_> {
 
     /// Compares every watched board's newest id with the pump's position:
     /// reads what it lacks, or closes its streams if the ids went back. Also
-    /// lets go of the rings of boards nobody watches any more.
-    fn sweep(&self) -> Result<(), StoreError> {
+    /// lets go of the rings of boards nobody watches any more. True if the
+    /// store answered for every board.
+    fn sweep(&self) -> bool {
         let watched: Vec<Board> = self.hub.boards().into_iter().map(|(b, _)| b).collect();
         self.rings.forget_idle(&watched);
+        let mut failed = None;
         for (board, ring) in self.rings.all() {
-            let newest = self.store.last_event_id(&board)?;
+            let newest = match self.store.last_event_id(&board) {
+                Ok(newest) => newest,
+                Err(e) => {
+                    failed = Some((board, e));
+                    continue;
+                }
+            };
             match ring.position() {
                 // Nothing published here yet, so no position to compare with.
                 // Marking one now could drop an event still on its way through
@@ -255,7 +262,14 @@ impl Pump<'_> {
                 Some(_) => {}
             }
         }
-        Ok(())
+        match failed {
+            None => true,
+            Some((board, e)) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("pump: sweep: board {board} (and maybe others): {e}; trying again");
+                false
+            }
+        }
     }
 
     /// An event at or below the board's position: a duplicate (the pump read

@@ -282,6 +282,7 @@ impl Worker {
         // Counted before the reply goes out, so a client that reads /metrics
         // right after its reply sees its own request counted.
         self.observe(pattern, &method, status, started);
+        let set_cookie = visitor::admit(&self.app, &visitor, set_cookie);
         if let Err(e) = respond(request, reply, set_cookie) {
             log::debug!("{method} {path}: client left before the reply: {e}");
         }

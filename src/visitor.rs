@@ -8,6 +8,11 @@
 //! like again and again) counts as no cookie: the request is the visitor of
 //! its client address, and gets a fresh signed cookie. So a script that sends
 //! a new random cookie with every like adds one like, not one per cookie.
+//!
+//! Fresh cookies are what a script would collect instead, so issuing them is
+//! rate-limited per client address (`--visitor-rate`, `ratelimit.rs`); the
+//! HTTP edge (`server/visitor.rs`) drops the cookie [`Visitors::of`] offers
+//! when the address has spent its allowance.
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};

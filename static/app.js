@@ -1,6 +1,10 @@
-// likeboard's page: a snapshot from the API, then live events over SSE.
-// One module, no framework, no build step. All user text goes into the page
+// likeboard's page: a snapshot from the API, then live events over SSE, from
+// one event stream that all this browser's tabs of the board share (see "the
+// connection" below, and static/stream-worker.js).
+// Modules, no framework, no build step. All user text goes into the page
 // through textContent, never as markup (and the CSP forbids inline script).
+
+import { SharedStream, randomToken } from "./stream-worker.js";
 
 const $ = (id) => document.getElementById(id);
 const list = $("comments");
@@ -13,18 +17,13 @@ const formError = $("form-error");
 const counter = $("counter");
 const viewers = $("viewers");
 const viewerCount = $("viewer-count");
+const viewerUnit = $("viewer-unit");
 
 const MAX_CHARS = 1000;
 const classroom = document.body.dataset.classroom === "on";
 const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
 /** What the server's `retry:` field asks for; the wire view updates it. */
 let retryMs = 3000;
-
-// A random token for this tab, sent on its stream URLs so the fault panel can
-// address this one client (and nobody can guess another tab's).
-const clientToken = [...crypto.getRandomValues(new Uint8Array(16))]
-  .map((b) => b.toString(16).padStart(2, "0"))
-  .join("");
 
 /** id -> {id, nickname, content, score, created_at, liked} */
 const comments = new Map();
@@ -190,7 +189,7 @@ async function toggleLike(id, button) {
   button.classList.add("busy");
   formError.textContent = "";
   try {
-    const r = await api(c.liked ? "DELETE" : "POST", `/api/comments/${id}/like`);
+    const r = await api(c.liked ? "DELETE" : "POST", `${commentsUrl}/${id}/like`);
     c.liked = r.liked;
     c.score = r.score;
     render();
@@ -243,7 +242,7 @@ form.addEventListener("submit", async (ev) => {
   button.disabled = true;
   try {
     // The server validates; whatever it objects to is shown here, as it said it.
-    await api("POST", "/api/comments", data);
+    await api("POST", commentsUrl, data);
     form.content.value = "";
     updateCounter();
   } catch (e) {
@@ -255,11 +254,55 @@ form.addEventListener("submit", async (ev) => {
 });
 
 // ---- the connection ---------------------------------------------------------
+// Over HTTP/1.1 a browser opens at most 6 connections to one host, and every
+// EventSource holds one for as long as its tab is open: with a stream per tab,
+// the seventh tab of the board would never even load. So this browser holds ONE
+// stream per stream URL and every tab of it gets its events from there
+// (static/stream-worker.js holds it; its header lists the messages):
+//
+// 1. a SharedWorker, where the browser has one: a script that lives as long as
+//    any tab uses it, shared by every tab that names it the same way;
+// 2. else one tab elected with the Web Locks API: the tab that holds the lock
+//    opens the stream and relays it over a BroadcastChannel; when it closes,
+//    the browser hands the lock to a waiting tab, which takes over from the last
+//    id it saw;
+// 3. else (neither API) a stream of this tab's own, as before.
+//
+// Each tab still fetches its own snapshot of the board and then asks the shared
+// stream for everything after the snapshot's id: ids decide what is new, so a
+// tab neither misses an event nor applies one twice.
+//
+// `?share=` is a teaching and testing switch: `locks` skips the SharedWorker,
+// `off` gives every tab its own stream again (open seven tabs and see).
 
-let source = null;
+const eventsUrl = document.body.dataset.events;
+const commentsUrl = document.body.dataset.comments;
+/** One name per stream URL (and origin, which scopes workers, locks and channels). */
+const shareName = `likeboard stream ${eventsUrl}`;
+/** Who this tab is, to the shared stream. */
+const tabId = randomToken();
+
+/** The shared stream's token for the fault panel and the wire view (it picks it). */
+let token = null;
+let tokenKnown;
+const tokenReady = new Promise((resolve) => (tokenKnown = resolve));
+/** The token, once the shared stream has answered a first time. */
+async function streamToken() {
+  await tokenReady;
+  return token;
+}
+/** The newest event id applied here: the snapshot's at first. */
+let applied = 0;
+/** Which hello an answer must be for: each start and takeover says hello again. */
+let helloN = 0;
+let helloTimer = null;
+/** The shared stream this tab is synced with (`from` of its answer); null while waiting. */
+let holder = null;
+/** The badge's last state from the stream, and the reconnect countdown. */
+let streamState = "connecting";
 let countdown = null;
-/** Why the stream stopped for good, when the fault panel knows. */
-let stopReason = "";
+/** How to talk to the shared stream: { send(msg) }. */
+let stream = null;
 
 function setStatus(state, text, note = "") {
   badge.className = `badge ${state}`;
@@ -268,9 +311,10 @@ function setStatus(state, text, note = "") {
   statusNoteText.textContent = note;
 }
 
-function reconnecting() {
+/** Counts down to the reconnect EventSource does `retry:` ms after `at`. */
+function reconnecting(at = Date.now()) {
   clearInterval(countdown);
-  const until = Date.now() + retryMs;
+  const until = at + retryMs;
   const tick = () => {
     const s = Math.ceil((until - Date.now()) / 1000);
     if (s > 0) setStatus("reconnecting", `reconnecting in ${s} s`);
@@ -283,71 +327,109 @@ function reconnecting() {
   countdown = setInterval(tick, 250);
 }
 
-function streamUrl(since) {
-  const q = new URLSearchParams({ since, viewers: "1" });
-  if (classroom) q.set("client", clientToken);
-  return `/events?${q}`;
+function showState({ state, note, at }) {
+  streamState = state;
+  clearInterval(countdown);
+  if (state === "reconnecting") reconnecting(at);
+  else setStatus(state, state, note);
 }
 
+/**
+ * What the count means: the server counts the board's open event streams
+ * (src/viewers.rs), and a browser now holds one for all its tabs of a board.
+ * So it counts browsers, not tabs, plus any wire view or curl; the page says
+ * "streams", and never "watching".
+ */
+function showViewers(count) {
+  viewerCount.textContent = count;
+  viewerUnit.textContent = count === 1 ? "stream" : "streams";
+  viewers.hidden = false;
+  viewers.title = `${count} open event ${count === 1 ? "stream" : "streams"} of this board on this server: one per browser, shared by all its tabs of the board (an open wire view, or a curl, is one more)`;
+}
+
+/** Applies events in id order, skipping any not newer than what this tab has. */
+function applyEvents(events) {
+  let changed = false;
+  for (const { type, id, data } of events) {
+    if (id <= applied) continue;
+    applied = id;
+    if (type === "like") {
+      const { id: cid, score } = JSON.parse(data);
+      const c = comments.get(cid);
+      if (c && c.score !== score) {
+        c.score = score;
+        changed = true;
+      }
+    } else if (type === "comment") {
+      const c = JSON.parse(data);
+      const known = comments.get(c.id);
+      comments.set(c.id, { ...c, liked: known ? known.liked : false });
+      changed = true;
+    }
+  }
+  if (changed) for (const li of render()) slideIn(li);
+}
+
+/** Everything the shared stream tells this tab. */
+function onStream(msg) {
+  if (msg.to !== undefined && msg.to !== tabId) return;
+  if (msg.kind === "sync") {
+    if (msg.n !== helloN) return; // the answer to an older hello
+    badge.title = SHARE_TITLES[document.documentElement.dataset.share];
+    clearTimeout(helloTimer);
+    holder = msg.from;
+    token = msg.token;
+    tokenKnown(token);
+    applyEvents(msg.events);
+    if (msg.viewers !== null) showViewers(msg.viewers);
+    showState(msg.state);
+  } else if (msg.kind === "gap") {
+    if (msg.n === helloN) restart();
+  } else if (msg.kind === "holder") {
+    // A tab took the stream over (Web Locks): tell it what we already have.
+    hello();
+  } else if (msg.from !== holder) {
+    // Not synced yet (the answer to our hello will include this), or from a
+    // holder that has gone: nothing to do.
+  } else if (msg.kind === "event") {
+    applyEvents([msg]);
+  } else if (msg.kind === "viewers") {
+    showViewers(msg.count);
+  } else if (msg.kind === "state") {
+    showState(msg);
+  } else if (msg.kind === "reset") {
+    // The server's history after our id is gone: refetch the board.
+    restart();
+  }
+}
+
+/** Asks the shared stream for everything after `applied`, then live events. */
+function hello() {
+  helloN += 1;
+  holder = null;
+  // A hello sent while the lock changes hands can be lost: ask again if unanswered.
+  clearTimeout(helloTimer);
+  helloTimer = setTimeout(hello, 5000);
+  stream.send({
+    kind: "hello",
+    tab: tabId,
+    n: helloN,
+    since: applied,
+    config: { events: eventsUrl, classroom },
+  });
+}
+
+/** Loads the board and joins the stream from the snapshot's id. */
 async function start() {
-  clearInterval(countdown);
-  if (source) source.close();
-  const snap = await api("GET", "/api/comments?limit=500");
+  helloN += 1; // whatever comes for an earlier hello is out of date now
+  holder = null;
+  const snap = await api("GET", `${commentsUrl}?limit=500`);
   comments.clear();
   for (const c of snap.comments) comments.set(c.id, c);
   render();
   // Resume from the snapshot's id: nothing between the snapshot and the stream is lost.
-  const es = new EventSource(streamUrl(snap.last_event_id));
-  source = es;
-  es.addEventListener("open", () => {
-    clearInterval(countdown);
-    stopReason = "";
-    setStatus("live", "live");
-  });
-  es.addEventListener("error", () => {
-    if (es !== source) return;
-    if (es.readyState === EventSource.CLOSED) {
-      clearInterval(countdown);
-      if (stopReason) {
-        // The fault panel made the server say "stop": show what EventSource does.
-        setStatus("offline", "offline", stopReason);
-      } else {
-        // EventSource gave up by itself (a non-200 answer, e.g. from a server
-        // that was stopping): start over from a fresh snapshot a little later,
-        // jittered so a restarted server is not hit by every page at once.
-        setStatus(
-          "offline",
-          "offline",
-          "The server refused the stream, so the browser stopped reconnecting; trying again shortly.",
-        );
-        setTimeout(() => es === source && restart(), 3000 + Math.random() * 3000);
-      }
-    } else {
-      reconnecting();
-    }
-  });
-  es.addEventListener("like", (ev) => {
-    const { id, score } = JSON.parse(ev.data);
-    const c = comments.get(id);
-    if (c && c.score !== score) {
-      c.score = score;
-      render();
-    }
-  });
-  es.addEventListener("comment", (ev) => {
-    const c = JSON.parse(ev.data);
-    const known = comments.get(c.id);
-    comments.set(c.id, { ...c, liked: known ? known.liked : false });
-    for (const li of render()) slideIn(li);
-  });
-  es.addEventListener("viewers", (ev) => {
-    const { count } = JSON.parse(ev.data);
-    viewerCount.textContent = count;
-    viewers.hidden = false;
-    viewers.title = `${count} open event ${count === 1 ? "stream" : "streams"} on this server`;
-  });
-  // The history we asked for is gone: start over from a fresh snapshot.
-  es.addEventListener("reset", () => restart());
+  applied = Number(snap.last_event_id);
+  hello();
 }
 
 function restart() {
@@ -357,13 +439,92 @@ function restart() {
   });
 }
 
+/** 1. The stream in a SharedWorker; falls back to Web Locks if it cannot start. */
+function viaWorker() {
+  // A module worker, so the locks path can import the same code into the page.
+  const worker = new SharedWorker(new URL("stream-worker.js", import.meta.url), {
+    type: "module",
+    name: shareName,
+  });
+  worker.port.addEventListener("message", ({ data }) => onStream(data));
+  worker.port.start();
+  worker.addEventListener("error", () => {
+    // The script did not load (e.g. no module workers here): use a lock instead.
+    stream = canLock() ? viaLocks() : ownStream();
+    hello();
+  });
+  document.documentElement.dataset.share = "worker";
+  return { send: (msg) => worker.port.postMessage(msg) };
+}
+
+/** Messages for the stream's holder; everything else on the channel is for tabs. */
+const TO_HOLDER = new Set(["hello", "restart", "stop-reason", "bye"]);
+
+/** 2. One tab holds the stream (the Web Lock), the others listen on a BroadcastChannel. */
+function viaLocks() {
+  const channel = new BroadcastChannel(shareName);
+  /** The SharedStream, while this tab holds the lock. */
+  let held = null;
+  // A channel does not deliver to its own sender: this tab gets its messages directly.
+  const deliver = (msg) => {
+    if (msg.to === undefined || msg.to === tabId) onStream(msg);
+    if (msg.to !== tabId) channel.postMessage(msg);
+  };
+  channel.addEventListener("message", ({ data }) => {
+    if (TO_HOLDER.has(data.kind)) held?.receive(data);
+    else onStream(data);
+  });
+  document.documentElement.dataset.share = "locks";
+  // Waits while another tab holds the lock; the browser releases a lock when
+  // the tab holding it closes (or crashes), and grants it to the next in line.
+  navigator.locks.request(shareName, () => {
+    // Keep the fault panel's token, so a fault armed for the stream still applies.
+    held = new SharedStream({ events: eventsUrl, classroom, token, deliver });
+    document.documentElement.dataset.holdsStream = "true";
+    // Every tab says hello again, with the id it has: the new stream opens
+    // from this tab's id and answers the others from there (or says `gap`).
+    held.send({ kind: "holder" });
+    return new Promise(() => {}); // held for the rest of this tab's life
+  });
+  return { send: (msg) => (held ? held.receive(msg) : channel.postMessage(msg)) };
+}
+
+/** 3. A stream of this tab's own. */
+function ownStream() {
+  const own = new SharedStream({ events: eventsUrl, classroom, deliver: onStream });
+  document.documentElement.dataset.share = "tab";
+  return { send: (msg) => own.receive(msg) };
+}
+
+function canLock() {
+  return "locks" in navigator && "BroadcastChannel" in window;
+}
+
+function connect() {
+  const share = new URLSearchParams(location.search).get("share");
+  if (share !== "off" && share !== "locks" && "SharedWorker" in window) return viaWorker();
+  if (share !== "off" && canLock()) return viaLocks();
+  return ownStream();
+}
+
+/** What the badge's tooltip says about where this tab's events come from. */
+const SHARE_TITLES = {
+  worker: "One event stream for all this browser's tabs of this board, held by a SharedWorker.",
+  locks: "One event stream for all this browser's tabs of this board, held by one of them (Web Locks) and relayed over BroadcastChannel.",
+  tab: "This tab has an event stream of its own.",
+};
+
 $("reconnect").addEventListener("click", async () => {
   if (classroom) await fault("clear").catch(() => {});
+  stream.send({ kind: "restart" });
   restart();
   if (wire.open) wire.restart();
 });
 addEventListener("offline", () => setStatus("offline", "offline", "This device has no network."));
-addEventListener("online", () => source && source.readyState !== EventSource.OPEN && reconnecting());
+addEventListener("online", () => streamState !== "live" && reconnecting());
+// A port has no "closed" event: tell the worker this tab is going.
+addEventListener("pagehide", () => stream.send({ kind: "bye", tab: tabId }));
+addEventListener("pageshow", (ev) => ev.persisted && restart());
 
 // ---- the wire view ----------------------------------------------------------
 // EventSource hides the raw stream (and all comments), so the wire view reads
@@ -431,10 +592,11 @@ const wire = {
   async connect() {
     const ctrl = new AbortController();
     this.abort = ctrl;
-    const since = this.lastId ?? (await api("GET", "/api/comments?limit=1")).last_event_id;
+    const since = this.lastId ?? (await api("GET", `${commentsUrl}?limit=1`)).last_event_id;
     const q = new URLSearchParams({ since });
-    if (classroom) q.set("client", clientToken);
-    const url = `/events?${q}`;
+    // The shared stream's token, so the fault panel disturbs this view too.
+    if (classroom) q.set("client", await streamToken());
+    const url = `${eventsUrl}?${q}`;
     const headers = { Accept: "text/event-stream" };
     const resuming = this.lastId !== null;
     if (resuming) headers["Last-Event-ID"] = this.lastId;
@@ -536,7 +698,7 @@ const EXPLAIN = {
   drop: "Dropped. EventSource waits retry: ms, reconnects and sends Last-Event-ID; the server replays what was missed.",
   "heartbeats-off": "No more heartbeats. EventSource cannot tell a quiet stream from a dead one; a proxy would soon cut it.",
   "heartbeats-on": "Heartbeats are back.",
-  "buffer-on": "Buffering like a proxy: events are held until 4 KiB pile up. Like something: this tab will not see it.",
+  "buffer-on": "Buffering like a proxy: events are held until 4 KiB pile up. Like something: no tab of this browser will see it.",
   "buffer-off": "Buffer released: everything held arrives in one lump.",
   "answer-204": "Dropped; the reconnect gets 204 No Content. EventSource stops for good: that is how a server says 'stop'.",
   "answer-500": "Dropped; the reconnect gets 500. EventSource treats any non-200 answer as final and stops too.",
@@ -544,14 +706,20 @@ const EXPLAIN = {
 };
 
 async function fault(name) {
-  await api("POST", `/api/classroom/${clientToken}/${name}`);
+  // The shared stream's token: a fault disturbs the stream every tab of this
+  // board in this browser uses (and every open wire view), not just this tab.
+  await api("POST", `/api/classroom/${await streamToken()}/${name}`);
 }
 
 for (const button of document.querySelectorAll("[data-fault]")) {
   button.addEventListener("click", async () => {
     const name = button.dataset.fault;
-    if (name === "answer-204") stopReason = "The server answered 204 No Content: EventSource has stopped for good.";
-    if (name === "answer-500") stopReason = "The server answered 500: EventSource has stopped for good.";
+    // Told to the stream before the server answers its reconnect, so it knows why it stops.
+    const stopped = {
+      "answer-204": "The server answered 204 No Content: EventSource has stopped for good.",
+      "answer-500": "The server answered 500: EventSource has stopped for good.",
+    }[name];
+    if (stopped) stream.send({ kind: "stop-reason", text: stopped });
     try {
       await fault(name);
       $("fault-note").textContent = EXPLAIN[name];
@@ -565,6 +733,7 @@ for (const button of document.querySelectorAll("[data-fault]")) {
 // ---- go ---------------------------------------------------------------------
 
 updateCounter();
+stream = connect();
 if (new URLSearchParams(location.search).get("wire") === "1") wire.start();
 start().catch(() => {
   setStatus("offline", "offline", "Could not load the board.");

@@ -296,3 +296,102 @@ fn instances_on_one_redis_share_the_visitor_key() {
         "no new cookie offered"
     );
 }
+
+/// One request on a fresh connection from the loopback address `source`
+/// (127.0.0.x: each is its own client address to the server).
+fn http_from(
+    server: &Likeboard,
+    source: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> support::Response {
+    use std::io::{BufReader, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n",
+        server.addr
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    support::read_response(&mut BufReader::new(stream))
+}
+
+/// The `name=value` part of a reply's `Set-Cookie`, if it has one.
+fn issued(r: &support::Response) -> Option<String> {
+    let cookie = r.headers.get("Set-Cookie")?;
+    Some(cookie.split(';').next().unwrap().to_string())
+}
+
+/// A burst of new-visitor requests from one address beyond its allowance
+/// (`--visitor-rate`, 60 a minute, all at once) is slowed: the first 60 get
+/// a cookie each, the rest are served without one as the address's visitor
+/// (so their likes count once), the address gets its next new visitor about
+/// a second later, and another address is not held back.
+#[test]
+fn new_visitors_beyond_the_allowance_are_slowed() {
+    use std::time::{Duration, Instant};
+    let server = Likeboard::start(&["--write-rate", "120"]);
+    let c = server.add_comment("who may come in?");
+    let started = Instant::now();
+    let replies: Vec<_> = (0..90)
+        .map(|_| http_from(&server, "127.0.0.2", "GET", "/api/comments", &[]))
+        .collect();
+    let burst = started.elapsed();
+    assert!(replies.iter().all(|r| r.status == 200));
+    let cookies: Vec<String> = replies.iter().filter_map(issued).collect();
+    // The bucket refills at one a second while the burst runs.
+    let refilled = burst.as_secs() as usize + 1;
+    assert!(
+        (60..=60 + refilled).contains(&cookies.len()),
+        "{} cookies issued in {burst:?}",
+        cookies.len()
+    );
+
+    // Over the allowance a like is served, as the address's visitor: once.
+    let like = format!("/api/comments/{c}/like");
+    for _ in 0..2 {
+        let r = http_from(&server, "127.0.0.2", "POST", &like, &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["score"], 1);
+        assert!(issued(&r).is_none());
+    }
+    // Every cookie it did get is a visitor of its own.
+    for (n, cookie) in cookies[..5].iter().enumerate() {
+        let r = http_from(&server, "127.0.0.2", "POST", &like, &[("Cookie", cookie)]);
+        assert_eq!(r.json()["score"], 2 + n as u64, "{}", r.text());
+    }
+    // Another address still gets a cookie at once.
+    let other = http_from(&server, "127.0.0.3", "GET", "/api/comments", &[]);
+    assert!(issued(&other).is_some(), "another address is not held back");
+
+    // Slowed, not stopped: a second later the address gets one more.
+    std::thread::sleep(Duration::from_millis(1200));
+    let later: Vec<_> = (0..3)
+        .map(|_| http_from(&server, "127.0.0.2", "GET", "/api/comments", &[]))
+        .collect();
+    assert!(issued(&later[0]).is_some(), "a new visitor after a second");
+    assert!(issued(&later[2]).is_none(), "but not three");
+}
+
+/// With `--write-rate 0`, as the test kit and the benchmarks run, every
+/// request without a cookie of ours is issued one, however many come from
+/// one address.
+#[test]
+fn new_visitors_are_unlimited_without_a_write_limit() {
+    let server = Likeboard::start(&[]);
+    let given = (0..150)
+        .filter(|_| issued(&http_from(&server, "127.0.0.2", "GET", "/healthz", &[])).is_some())
+        .count();
+    assert_eq!(given, 150);
+}

@@ -6,94 +6,14 @@
 
 mod support;
 
-use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use headless_chrome::protocol::cdp::{Emulation, Page};
-use headless_chrome::{Browser, LaunchOptions, Tab};
+use headless_chrome::Tab;
 use serde_json::{json, Value};
 
-use support::{http, Backend, Likeboard, TempDir};
-
-/// One browser at a time: Chromium is heavy and the machine may have 2 cores.
-static ONE_BROWSER: Mutex<()> = Mutex::new(());
-
-/// A headless Chromium with a fresh profile, closed (and its profile removed) on drop.
-struct Chrome {
-    browser: Browser,
-    _profile: TempDir,
-    _turn: MutexGuard<'static, ()>,
-}
-
-fn chromium_path() -> PathBuf {
-    let path = std::env::var_os("LIKEBOARD_TEST_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.exists(),
-        "{} not found: install Debian's chromium (`make test-deps` does) \
-         or set LIKEBOARD_TEST_CHROMIUM",
-        path.display()
-    );
-    path
-}
-
-impl Chrome {
-    fn launch() -> Chrome {
-        let turn = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-        let profile = TempDir::new("chromium");
-        let user_data_dir = format!("--user-data-dir={}", profile.0.display());
-        let flags = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            user_data_dir.as_str(),
-        ];
-        let args: Vec<&OsStr> = flags.iter().map(OsStr::new).collect();
-        let options = LaunchOptions::default_builder()
-            .path(Some(chromium_path()))
-            .headless(true)
-            .sandbox(false)
-            .enable_gpu(false)
-            .window_size(Some((1280, 900)))
-            .args(args)
-            // A page that waits on a stream can be quiet for a while.
-            .idle_browser_timeout(Duration::from_secs(120))
-            .build()
-            .expect("chromium launch options");
-        let browser = Browser::new(options).expect("launching chromium");
-        Chrome {
-            browser,
-            _profile: profile,
-            _turn: turn,
-        }
-    }
-
-    /// A new tab in the default context (shares cookies with other such tabs).
-    fn tab(&self, url: &str) -> Arc<Tab> {
-        let tab = self.browser.new_tab().expect("a new tab");
-        open(&tab, url);
-        tab
-    }
-}
-
-/// Navigates and waits until the page's script has taken over (badge live).
-fn open(tab: &Tab, url: &str) {
-    tab.set_default_timeout(Duration::from_secs(20));
-    tab.navigate_to(url).expect("navigating");
-    tab.wait_until_navigated().expect("page load");
-    wait_for(
-        tab,
-        "document.getElementById('status').textContent === 'live'",
-    );
-}
+use support::{http, open_page, Backend, Chrome, Likeboard};
 
 /// Evaluates `expr` in the page and returns its value (via JSON).
 fn js(tab: &Tab, expr: &str) -> Value {
@@ -310,7 +230,7 @@ fn liked_state_survives_reload_and_contexts_are_visitors() {
         ),
     );
 
-    open(&a, &url);
+    open_page(&a, &url);
     wait_for(
         &a,
         &format!(
@@ -325,7 +245,7 @@ fn liked_state_survives_reload_and_contexts_are_visitors() {
         .new_context()
         .expect("a second browser context");
     let other = context.new_tab().expect("a tab in it");
-    open(&other, &url);
+    open_page(&other, &url);
     assert_eq!(board(&other)[0], (id, 1, false, "like me".to_string()));
     // The other visitor's like counts separately.
     click(&other, &like_button(id));
@@ -380,7 +300,7 @@ fn hostile_comments_stay_text() {
     );
     assert_eq!(js(&tab, "window.__ran === true"), json!(false));
     // The server-rendered page escapes them too.
-    open(&tab, &url);
+    open_page(&tab, &url);
     assert_eq!(
         js(
             &tab,
@@ -534,11 +454,11 @@ fn screenshots_of_board_phone_and_wire() {
     screenshot(&tab, "board-desktop.png");
 
     emulate_width(&tab, Some((390, 844)));
-    open(&tab, &url);
+    open_page(&tab, &url);
     screenshot(&tab, "board-phone.png");
     emulate_width(&tab, None);
 
-    open(&tab, &format!("{url}?wire=1"));
+    open_page(&tab, &format!("{url}?wire=1"));
     wait_for(
         &tab,
         "[...document.querySelectorAll('#wire-log .f-comment')].length > 0",

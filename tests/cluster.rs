@@ -468,3 +468,177 @@ fn one_slot_pipeline_runs_as_one_request() {
         "ran on node 1"
     );
 }
+
+// ---------------------------------------------------------------------------
+// likeboard itself on the cluster (`--redis-cluster`)
+// ---------------------------------------------------------------------------
+
+/// How long an event may take to reach a stream (and the cluster to settle).
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+fn lb_on(cluster: &RedisCluster) -> support::Likeboard {
+    support::Likeboard::builder()
+        .args(["--redis-cluster", &cluster.cluster_arg()])
+        .start()
+}
+
+fn lb_comment(lb: &support::Likeboard, board: &str) -> u64 {
+    let body = serde_json::json!({ "content": format!("on {board}") }).to_string();
+    let r = support::http(
+        lb.addr,
+        "POST",
+        &format!("/api/boards/{board}/comments"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "comment on {board}: {}", r.text());
+    r.json()["id"].as_u64().unwrap()
+}
+
+/// Likes comment `id` of `board` as visitor `n`; the status and the score.
+fn lb_like(lb: &support::Likeboard, board: &str, id: u64, n: u64) -> (u16, Option<u64>) {
+    let cookie = format!("lb_visitor={}", support::visitor(n));
+    let r = support::http(
+        lb.addr,
+        "POST",
+        &format!("/api/boards/{board}/comments/{id}/like"),
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    (r.status, r.json()["score"].as_u64())
+}
+
+fn lb_score(lb: &support::Likeboard, board: &str) -> u64 {
+    let r = lb.get(&format!("/api/boards/{board}/comments"));
+    assert_eq!(r.status, 200, "{board}: {}", r.text());
+    r.json()["comments"][0]["score"].as_u64().unwrap()
+}
+
+/// The next event of a board's stream as (id, data), or a panic naming it.
+fn next_on(s: &mut support::SseClient, board: &str) -> (u64, serde_json::Value) {
+    let f = s
+        .next_event(EVENT_WAIT)
+        .unwrap_or_else(|| panic!("no event on {board}: {}", String::from_utf8_lossy(&s.body)));
+    (f.id().expect("an id"), f.data_json())
+}
+
+/// Issue 14 on a real cluster of three masters: 30 boards over all of them,
+/// two instances, every like reaching its board's streams on both; replay;
+/// one master killed (boards elsewhere carry on, its own answer 503 fast) and
+/// restarted from its AOF with every acknowledged like on its boards kept,
+/// and its boards live again without restarting likeboard.
+#[test]
+fn likeboard_on_the_cluster() {
+    let mut cluster = RedisCluster::start();
+    let boards: Vec<String> = (0..BOARDS).map(|i| format!("board-{i}")).collect();
+    let node_of = |b: &str| cluster.node_for_key(&format!("{{likeboard:{b}}}:event_seq"));
+    let homes: Vec<usize> = boards.iter().map(|b| node_of(b)).collect();
+    for node in 0..3 {
+        assert!(
+            homes.contains(&node),
+            "no board on master {node}: {homes:?}"
+        );
+    }
+    let a = lb_on(&cluster);
+    let b = lb_on(&cluster);
+    let open = |lb: &support::Likeboard, board: &str| {
+        let s = support::SseClient::connect(lb.addr, &format!("/api/boards/{board}/events"), &[])
+            .unwrap();
+        assert_eq!(s.status, 200);
+        s
+    };
+    let mut on_a: Vec<_> = boards.iter().map(|bd| open(&a, bd)).collect();
+    let mut on_b: Vec<_> = boards.iter().map(|bd| open(&b, bd)).collect();
+    a.wait_subscribers(BOARDS as u64, EVENT_WAIT);
+    b.wait_subscribers(BOARDS as u64, EVENT_WAIT);
+
+    // A comment and a like on every board, taken by either instance.
+    let mut ids = Vec::new();
+    for (i, board) in boards.iter().enumerate() {
+        let (writer, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let id = lb_comment(writer, board);
+        assert_eq!(lb_like(other, board, id, 1), (200, Some(1)));
+        ids.push(id);
+    }
+    for (i, board) in boards.iter().enumerate() {
+        for streams in [&mut on_a, &mut on_b] {
+            let (first, comment) = next_on(&mut streams[i], board);
+            assert_eq!(
+                (first, comment["content"].clone()),
+                (1, format!("on {board}").into())
+            );
+            let (second, like) = next_on(&mut streams[i], board);
+            assert_eq!(
+                (second, like),
+                (2, serde_json::json!({ "id": ids[i], "score": 1 }))
+            );
+        }
+    }
+    // Replay on one board from the other instance.
+    let mut again = support::SseClient::connect(
+        b.addr,
+        "/api/boards/board-0/events",
+        &[("Last-Event-ID", "0")],
+    )
+    .unwrap();
+    assert_eq!(next_on(&mut again, "board-0").0, 1);
+    assert_eq!(next_on(&mut again, "board-0").0, 2);
+
+    // Kill one master, after a like acknowledged on each of its boards.
+    let victim = homes[0];
+    for (i, board) in boards.iter().enumerate() {
+        if homes[i] == victim {
+            assert_eq!(lb_like(&a, board, ids[i], 2), (200, Some(2)));
+        }
+    }
+    cluster.kill(victim);
+    let mut refused = 0;
+    for (i, board) in boards.iter().enumerate() {
+        if homes[i] == victim {
+            let (status, took) = timed(|| lb_like(&b, board, ids[i], 3).0);
+            assert_eq!(status, 503, "{board} lives on the dead master");
+            assert!(took < Duration::from_secs(3), "{board}: {took:?}");
+            refused += 1;
+        } else {
+            // Boards on the other masters carry on, on both instances.
+            assert_eq!(lb_like(&b, board, ids[i], 3), (200, Some(2)), "{board}");
+            for streams in [&mut on_a, &mut on_b] {
+                let (id, like) = next_on(&mut streams[i], board);
+                assert_eq!((id, like["score"].clone()), (3, 2.into()), "{board}");
+            }
+        }
+    }
+    assert!(refused > 0);
+
+    // Back from its AOF: every acknowledged like is there, and its boards live.
+    cluster.restart(victim);
+    let deadline = Instant::now() + EVENT_WAIT * 2;
+    for (i, board) in boards.iter().enumerate() {
+        if homes[i] != victim {
+            continue;
+        }
+        assert_eq!(
+            lb_score(&a, board),
+            2,
+            "{board} kept its acknowledged likes"
+        );
+        // The cluster may answer CLUSTERDOWN for a moment as the node rejoins.
+        let like = loop {
+            match lb_like(&a, board, ids[i], 3) {
+                (503, _) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(like, (200, Some(3)), "{board} takes likes again");
+        for streams in [&mut on_a, &mut on_b] {
+            // Its streams stayed open; the like before the kill (id 3) and this
+            // one (id 4) arrive, in order.
+            let (id, data) = next_on(&mut streams[i], board);
+            assert_eq!((id, data["score"].clone()), (3, 2.into()), "{board}");
+            let (id, data) = next_on(&mut streams[i], board);
+            assert_eq!((id, data["score"].clone()), (4, 3.into()), "{board}");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! unit's limits fit the subscriber cap it is configured for, the sysctl file
 //! lifts the memory-map limit, `nginx -t`
 //! accepts the site, and the site really carries likes and the event stream
-//! to and from two instances sharing one Redis.
+//! to and from two instances sharing one Redis, tells its clients apart by
+//! their own addresses, issues each visitor a cookie and limits the rest.
 //!
 //! The tools must be installed (`make test` installs them): a missing one fails
 //! the test with the package to install, it never passes silently.
@@ -362,23 +363,37 @@ fn churn_through_nginx_fails_no_ordinary_request() {
     );
 }
 
-/// A like with no cookie sent through nginx from `source` (a loopback address
-/// of our choosing), optionally with a forged `X-Forwarded-For`; its status.
-fn like_from(front: std::net::SocketAddr, source: &str, id: u64, forged: Option<&str>) -> u16 {
+/// One request on a fresh connection to `to` from `source` (a loopback
+/// address of our choosing: each is its own client to nginx).
+fn request_from(
+    to: std::net::SocketAddr,
+    source: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> support::Response {
     use std::io::{BufReader, Write};
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let local: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
     socket.bind(&local.into()).unwrap();
-    socket.connect(&front.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
     let mut stream: std::net::TcpStream = socket.into();
     stream.set_read_timeout(Some(WAIT)).unwrap();
-    let forged = forged.map_or(String::new(), |f| format!("X-Forwarded-For: {f}\r\n"));
-    write!(
-        stream,
-        "POST /api/comments/{id}/like HTTP/1.1\r\nHost: {front}\r\nConnection: close\r\n{forged}Content-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    support::read_response(&mut BufReader::new(stream)).status
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Content-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    support::read_response(&mut BufReader::new(stream))
+}
+
+/// A like with no cookie sent to `to` from `source`, optionally with a
+/// forged `X-Forwarded-For`; its status.
+fn like_from(to: std::net::SocketAddr, source: &str, id: u64, forged: Option<&str>) -> u16 {
+    let path = format!("/api/comments/{id}/like");
+    let headers: Vec<(&str, &str)> = forged.map(|f| ("X-Forwarded-For", f)).into_iter().collect();
+    request_from(to, source, "POST", &path, &headers).status
 }
 
 /// Behind the shipped nginx with the deploy kit's `LIKEBOARD_TRUSTED_PROXIES`,
@@ -430,4 +445,115 @@ fn trusted_proxy_gives_the_real_client() {
         scores.contains(&1),
         "all of nginx's clients were one visitor: {scores:?}"
     );
+}
+
+/// Through the shipped nginx to two instances with the deploy kit's settings
+/// (its trusted proxies and write rate; the visitor limit at its default),
+/// keeping the visitor key in their Redis as deployed: 150 visitors (three
+/// classrooms of 40, each behind one address, and 30 clients on addresses of
+/// their own) each fetch the board, get an issued cookie, and like once,
+/// all within a few seconds; none gets a `429`, and every like counts. One
+/// client without a cookie that likes over and over gets a `429` once past
+/// its allowance, and a forged `X-Forwarded-For` gets it no further: not
+/// through nginx, not sent straight to an instance (an untrusted peer, whose
+/// header is ignored, so it cannot pass the refusal on to another address
+/// either).
+#[test]
+fn issued_visitors_through_nginx_and_one_over_its_allowance() {
+    let redis = RedisServer::start();
+    let env = deploy_file("likeboard.env");
+    let settings = [
+        "--trusted-proxy".to_string(),
+        setting(&env, "LIKEBOARD_TRUSTED_PROXIES"),
+        "--write-rate".to_string(),
+        setting(&env, "LIKEBOARD_WRITE_RATE"),
+    ];
+    let start = || {
+        Likeboard::builder()
+            .redis(&redis)
+            .store_visitor_key()
+            .args(&settings)
+            .start()
+    };
+    let (a, b) = (start(), start());
+    let site = Front::start(&a, &b);
+    let front = site.addr;
+    let id = a.add_comment("like me once each");
+
+    // Three classrooms behind one address each, and 30 single clients.
+    let sources: Vec<String> = (0..150)
+        .map(|v| match v {
+            0..120 => format!("127.0.0.{}", 10 + v / 40),
+            _ => format!("127.0.0.{}", 20 + v),
+        })
+        .collect();
+    let started = Instant::now();
+    let visitors: Vec<_> = sources
+        .into_iter()
+        .map(|source| {
+            std::thread::spawn(move || {
+                let page = request_from(front, &source, "GET", "/api/comments", &[]);
+                assert_eq!(page.status, 200, "{}", page.text());
+                let cookie = page
+                    .headers
+                    .get("Set-Cookie")
+                    .unwrap_or_else(|| panic!("no cookie issued to a visitor at {source}"))
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .to_string();
+                let path = format!("/api/comments/{id}/like");
+                let origin = format!("http://{front}");
+                let headers = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
+                request_from(front, &source, "POST", &path, &headers).status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = visitors.into_iter().map(|v| v.join().unwrap()).collect();
+    let took = started.elapsed();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert!(took < Duration::from_secs(5), "150 visitors took {took:?}");
+    let score = a.get("/api/comments").json()["comments"][0]["score"].clone();
+    assert_eq!(score, 150, "every visitor's like counts once");
+
+    // A client without a cookie: its address is its visitor, with an
+    // allowance at each instance, so a 429 comes after at least one
+    // instance's worth of likes and before both instances' (plus what
+    // refills meanwhile).
+    let rate: usize = setting(&env, "LIKEBOARD_WRITE_RATE").parse().unwrap();
+    let hammer = "127.0.0.200";
+    let hammering = Instant::now();
+    let first_refusal = (0..3 * rate)
+        .position(|_| like_from(front, hammer, id, None) == 429)
+        .expect("a 429 for a client over its allowance");
+    // Each instance's bucket refills at rate/60 a second meanwhile.
+    let refilled = 2 * (rate * hammering.elapsed().as_millis() as usize / 60_000 + 1);
+    assert!(
+        (rate..=2 * rate + refilled).contains(&first_refusal),
+        "refused after {first_refusal} likes"
+    );
+    // Until both instances refuse it (least_conn picks either).
+    let mut refused_in_a_row = 0;
+    for _ in 0..2 * rate {
+        match like_from(front, hammer, id, None) {
+            429 => refused_in_a_row += 1,
+            _ => refused_in_a_row = 0,
+        }
+        if refused_in_a_row == 10 {
+            break;
+        }
+    }
+    assert_eq!(refused_in_a_row, 10, "both instances refuse it");
+
+    // A forged header through nginx: nginx appends the real client, which
+    // is what counts.
+    for forged in ["203.0.113.9", "127.0.0.201"] {
+        assert_eq!(like_from(front, hammer, id, Some(forged)), 429, "{forged}");
+    }
+    // Straight to an instance from an untrusted peer: the header is ignored,
+    // both ways round.
+    assert_eq!(like_from(a.addr, hammer, id, Some("203.0.113.9")), 429);
+    assert_eq!(like_from(a.addr, "127.0.0.202", id, Some(hammer)), 200);
+    // Others behind nginx are not held back by it.
+    assert_eq!(like_from(front, "127.0.0.203", id, None), 200);
 }

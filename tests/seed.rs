@@ -96,3 +96,83 @@ fn seed_stream_is_never_folded() {
         .collect();
     assert_eq!(ids, (2..=201).collect::<Vec<u64>>());
 }
+
+/// The most one `/commentList` answer holds: `COMMENT_LIST_MAX` in
+/// src/routes/seed.rs, as README states it.
+const CAP: usize = 10_000;
+
+/// Posts `n` comments over two keep-alive connections (the kit's servers run
+/// with `--write-rate 0`); their ids.
+fn post_many(addr: std::net::SocketAddr, n: usize) -> Vec<u64> {
+    use std::io::{BufReader, Write};
+    let senders: Vec<_> = (0..2)
+        .map(|half| {
+            std::thread::spawn(move || {
+                let stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(WAIT)).unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                (half..n)
+                    .step_by(2)
+                    .map(|i| {
+                        let body = format!(r#"{{"content":"comment {i}"}}"#);
+                        // One write per request: pieces would wait on Nagle
+                        // and the server's delayed ACK, 40 ms each.
+                        let request = format!(
+                            "POST /api/comments HTTP/1.1\r\nHost: {addr}\r\n\
+                             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        writer.write_all(request.as_bytes()).unwrap();
+                        let r = support::read_response(&mut reader);
+                        assert_eq!(r.status, 201, "{}", r.text());
+                        r.json()["id"].as_u64().unwrap()
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    senders
+        .into_iter()
+        .flat_map(|s| s.join().unwrap())
+        .collect()
+}
+
+both_backends!(
+    /// `/commentList?offset=N` answers the top N for every N up to the cap,
+    /// as the demo did (1, 100 and 1,000 here, and the cap itself), ranked
+    /// by score, then newest first; past the cap, however far (past 64 bits
+    /// too), the top CAP: a client asking for its whole board gets it.
+    comment_list_answers_the_top_n,
+    |backend: &Backend| {
+        let server = backend.start(&["--seed-routes"]);
+        let mut ids = post_many(server.addr, CAP + 50);
+        ids.sort_unstable();
+        // The oldest comment, liked once, goes to the top.
+        let oldest = ids[0];
+        let like = server.like("POST", oldest, &visitor(1));
+        assert_eq!(like.json()["score"], 1);
+        // The ranking as the demo had it: the liked one, then newest first.
+        let ranking: Vec<u64> = std::iter::once(oldest).chain(ids[1..].iter().rev().copied()).collect();
+
+        let top = |offset: &str| {
+            let r = server.get(&format!("/commentList?offset={offset}"));
+            assert_eq!(r.status, 200, "offset={offset}: {}", r.text());
+            let list = r.json();
+            let list = list.as_array().unwrap().clone();
+            list.iter().map(|c| c["id"].as_u64().unwrap()).collect::<Vec<u64>>()
+        };
+        for n in [1, 100, 1_000, CAP] {
+            assert_eq!(top(&n.to_string()), ranking[..n], "offset={n}");
+        }
+        for past in [(CAP + 1).to_string(), "1000000".into(), "99999999999999999999999".into()] {
+            assert_eq!(top(&past), ranking[..CAP], "offset={past}");
+        }
+        // Each entry is the comment as the demo sent it.
+        let first = server.get("/commentList?offset=1").json();
+        assert_eq!(first[0]["score"], 1);
+        assert_eq!(first[0]["nickname"], "anonymous");
+        assert!(first[0]["content"].as_str().unwrap().starts_with("comment "));
+    }
+);

@@ -101,10 +101,23 @@ impl LikeJob {
     }
 }
 
-/// A fresh visitor id (the kit's, in the cookie's format) for every like.
+/// A fresh visitor for every like: the value of an `lb_visitor` cookie,
+/// `<id>.<signature>`, signed as the server signs the cookies it issues, with
+/// the key the kit gives every server it starts (`--visitor-key-file`, see
+/// `support::visitor`). The server takes it for a visitor it issued, so the
+/// bench needs no request to collect cookies, and the new-visitor limit
+/// (off anyway with `--write-rate 0`) never comes into it.
 pub fn next_visitor() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     visitor(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The visitor id the server records a like under for this cookie value,
+/// `c:<id>` (`src/visitor.rs`): what the direct-Redis run passes the script,
+/// so that its keys are the server's, length included.
+pub fn recorded_id(cookie: &str) -> String {
+    let id = cookie.split_once('.').map_or(cookie, |(id, _)| id);
+    format!("c:{id}")
 }
 
 /// When each like was sent, per sender, so a client can time its events.

@@ -291,9 +291,13 @@ impl Report {
         let _ = writeln!(w, "```\n");
         let _ = writeln!(
             w,
-            "Every like comes from a new visitor (`Cookie: lb_visitor=<32 hex>`), so each one \
-             changes a score and emits an event. SSE clients are plain sockets read by {READER_THREADS} \
-             epoll threads with a hand-written chunked/SSE parser. Latencies are in histogram \
+            "Every like comes from a new visitor, so each one changes a score and emits an \
+             event: a cookie `lb_visitor=<id>.<signature>` signed like the ones the server \
+             issues, with the key the bench hands it in `--visitor-key-file` (the test kit's \
+             `visitor(n)`); a cookie it did not take would leave the score unchanged, which the \
+             runs would show (a final score short of the likes acknowledged, failed likes). \
+             SSE clients are plain sockets read by {READER_THREADS} epoll threads with a \
+             hand-written chunked/SSE parser. Latencies are in histogram \
              buckets 1/64 of their value wide (max is exact).\n"
         );
     }

@@ -12,8 +12,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::clients::{
-    close_all, connect_sse, next_visitor, reconnect_sse, Conn, FloorClient, HttpConn, Ledger,
-    LikeJob, LikeResult, Readers, Tally, FLOOR_FRAME,
+    close_all, connect_sse, next_visitor, reconnect_sse, recorded_id, Conn, FloorClient, HttpConn,
+    Ledger, LikeJob, LikeResult, Readers, Tally, FLOOR_FRAME,
 };
 use crate::procstat::{now_ns, CpuMeter, CpuUse, Histogram};
 use crate::report::Report;
@@ -105,7 +105,7 @@ pub fn direct_ceiling(redis: &RedisServer, sizes: &Sizes) -> LikeRun {
             thread::spawn(move || {
                 let (mut acked, mut failures, mut latency) = (0, 0, Histogram::new());
                 while Instant::now() < until {
-                    let visitor = format!("c:{}", next_visitor());
+                    let visitor = recorded_id(&next_visitor());
                     let t = Instant::now();
                     let reply: redis::RedisResult<(u8, u8, u64)> = script
                         .key(&comments)

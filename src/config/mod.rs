@@ -10,7 +10,7 @@
 //! table against it, so the four places that used to repeat a setting cannot
 //! drift apart.
 //!
-//! Why a table of our own rather than clap: twelve settings of two shapes (a
+//! Why a table of our own rather than clap: twenty-odd settings of two shapes (a
 //! flag with a value, an on/off switch) fit in a page of plain data that a class
 //! can read top to bottom, with no macro between the reader and the behaviour.
 //! clap would add several crates and a derive macro to the build for what we do
@@ -66,6 +66,10 @@ pub struct Config {
     /// Writes per minute per visitor; an IP address gets `ratelimit::IP_FACTOR`
     /// times as many, since a classroom may share one address. 0 turns the limit off.
     pub write_rate: u32,
+    /// New visitors (issued cookies) per minute per client address
+    /// (`ratelimit.rs`); beyond it a request is its address's visitor and
+    /// gets no cookie. 0, or a `write_rate` of 0, turns the limit off.
+    pub visitor_rate: u32,
     /// Threads for ordinary requests; also the cap on concurrent ones, since
     /// each holds one request at a time. Event streams have their own threads.
     pub workers: usize,
@@ -106,6 +110,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             proxies_from_flags: false,
             write_rate: 0,
+            visitor_rate: 0,
             workers: 0,
             request_timeout: Duration::ZERO,
             seed_routes: false,
@@ -291,6 +296,7 @@ mod tests {
         assert!(!c.classroom);
         // The rest of the table's values, which Config::default parses too.
         assert_eq!(c.write_rate, 120);
+        assert_eq!(c.visitor_rate, 60);
         assert_eq!(c.workers, 16);
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.max_subscribers, None);

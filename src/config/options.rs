@@ -217,6 +217,22 @@ pub const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        flag: "--visitor-rate",
+        value: Some("N"),
+        env: "LIKEBOARD_VISITOR_RATE",
+        // A minute's worth may come at once, so a classroom of 40 behind one
+        // NAT address all get cookies together; a script minting identities
+        // gets one a second after that.
+        initial: Initial::Value("60"),
+        help: "new visitors (issued cookies) per minute per client address, a minute's \
+               worth at once; beyond it a request is its address's visitor and gets no \
+               cookie; off with --write-rate 0; 0 = no limit",
+        set: |c, name, v| {
+            c.visitor_rate = parse(name, v)?;
+            Ok(())
+        },
+    },
+    Opt {
         flag: "--workers",
         value: Some("N"),
         env: "LIKEBOARD_WORKERS",

@@ -44,7 +44,8 @@ use http::{check_head, check_same_origin, read_comment_form};
 pub use http::{header, Reply, BODY_LIMIT};
 use seed::SeedRoute;
 
-/// Most comments one listing returns (`GET /api/comments`, the seed's `/commentList`).
+/// Most comments one page of `GET /api/comments` returns (the seed's
+/// `/commentList` has its own cap, `seed::COMMENT_LIST_MAX`).
 const LIMIT_MAX: usize = 500;
 
 /// Everything a request handler may use; shared by all threads.

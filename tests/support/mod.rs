@@ -1147,3 +1147,98 @@ pub fn assert_closing_retry(frame: &str) {
         "retry {ms} ms is outside 1.5-4.5 s"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Headless Chromium (the page suites: `browser`, `tabs`)
+// ---------------------------------------------------------------------------
+
+/// One browser at a time in a suite: Chromium is heavy and the machine may have 2 cores.
+#[allow(dead_code, reason = "only the suites that drive a browser use it")]
+static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Debian's headless `chromium` (or `$LIKEBOARD_TEST_CHROMIUM`) with a fresh
+/// profile, over plain HTTP/1.1 (no QUIC) and with nothing talking to the
+/// outside; closed (and its profile removed) on drop.
+#[allow(dead_code, reason = "only the suites that drive a browser use it")]
+pub struct Chrome {
+    pub browser: headless_chrome::Browser,
+    _profile: TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+#[allow(dead_code, reason = "only the suites that drive a browser call it")]
+impl Chrome {
+    pub fn launch() -> Chrome {
+        let turn = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+        let path = std::env::var_os("LIKEBOARD_TEST_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        assert!(
+            path.exists(),
+            "{} not found: install Debian's chromium (`make test-deps` does) \
+             or set LIKEBOARD_TEST_CHROMIUM",
+            path.display()
+        );
+        let profile = TempDir::new("chromium");
+        let user_data_dir = format!("--user-data-dir={}", profile.0.display());
+        let flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            user_data_dir.as_str(),
+        ];
+        let options = headless_chrome::LaunchOptions::default_builder()
+            .path(Some(path))
+            .headless(true)
+            .sandbox(false)
+            .enable_gpu(false)
+            .window_size(Some((1280, 900)))
+            .args(flags.iter().map(std::ffi::OsStr::new).collect())
+            // A page that waits on a stream can be quiet for a while.
+            .idle_browser_timeout(Duration::from_secs(120))
+            .build()
+            .expect("chromium launch options");
+        Chrome {
+            browser: headless_chrome::Browser::new(options).expect("launching chromium"),
+            _profile: profile,
+            _turn: turn,
+        }
+    }
+
+    /// A new tab of `url` in the default context (tabs share cookies, workers
+    /// and locks), once its script has taken over.
+    pub fn tab(&self, url: &str) -> std::sync::Arc<headless_chrome::Tab> {
+        let tab = self.browser.new_tab().expect("a new tab");
+        open_page(&tab, url);
+        tab
+    }
+}
+
+/// Navigates `tab` and waits (up to 20 s) until the page's script has taken
+/// over: the badge says live.
+#[allow(dead_code, reason = "only the suites that drive a browser call it")]
+pub fn open_page(tab: &headless_chrome::Tab, url: &str) {
+    let limit = Duration::from_secs(20);
+    tab.set_default_timeout(limit);
+    tab.navigate_to(url)
+        .and_then(|t| t.wait_until_navigated())
+        .unwrap_or_else(|e| panic!("{url} did not load: {e}"));
+    let badge = "document.getElementById('status').textContent";
+    let start = Instant::now();
+    loop {
+        let now = tab.evaluate(badge, false).expect("reading the badge").value;
+        if now == Some(serde_json::Value::from("live")) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{url}: the badge says {now:?} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

@@ -339,13 +339,6 @@ impl Pool {
     /// (`redis://host:port` each), without connecting, like [`Pool::open`].
     /// Each pooled connection holds a socket per master, so a pool of `size`
     /// opens up to `size` × masters sockets. The pump connects to one seed.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "RedisStore's cluster constructor (issue 14) is next to call it"
-        )
-    )]
     pub(super) fn open_cluster(seeds: &[String], size: u32) -> StoreResult<Self> {
         let invalid = |e: RedisError| {
             StoreError::Corrupt(format!("invalid Redis Cluster seeds {seeds:?}: {e}"))

@@ -131,6 +131,20 @@ impl RedisStore {
         ))
     }
 
+    /// The store on a Redis Cluster named by its seed nodes (`redis://host:port`).
+    pub fn open_cluster(
+        seeds: &[String],
+        prefix: &str,
+        stream_len: u64,
+        pool_size: u32,
+    ) -> StoreResult<Self> {
+        Ok(RedisStore::on(
+            Pool::open_cluster(seeds, pool_size)?,
+            prefix,
+            stream_len,
+        ))
+    }
+
     fn on(pool: Pool, prefix: &str, stream_len: u64) -> Self {
         RedisStore {
             pool,

@@ -18,13 +18,34 @@
 -- Returns a flat array: the last event id ('0' before any event), 1 or 0 for
 -- whether the board is locked, then four values per comment: member, comment
 -- JSON ('' if missing), score, and 1 or 0 for whether this visitor likes it.
-local members = redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', '-inf',
-  'LIMIT', ARGV[1], ARGV[2])
+-- Three calls for the whole page, not three per comment: the page's members
+-- with their scores, their comments in one HMGET, and which this visitor
+-- likes in one SMISMEMBER (Redis 6.2 or later).
+local ranked = redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', '-inf',
+  'WITHSCORES', 'LIMIT', ARGV[1], ARGV[2])
 local out = {redis.call('GET', KEYS[4]) or '0', redis.call('EXISTS', KEYS[5])}
-for _, m in ipairs(members) do
+if #ranked == 0 then
+  return out
+end
+local members = {}
+for i = 1, #ranked, 2 do
+  members[#members + 1] = ranked[i]
+end
+-- In slices: Lua's unpack takes at most a few thousand values.
+local comments, liked = {}, {}
+for first = 1, #members, 1000 do
+  local slice = {unpack(members, first, math.min(first + 999, #members))}
+  for _, c in ipairs(redis.call('HMGET', KEYS[1], unpack(slice))) do
+    comments[#comments + 1] = c
+  end
+  for _, l in ipairs(redis.call('SMISMEMBER', KEYS[3], unpack(slice))) do
+    liked[#liked + 1] = l
+  end
+end
+for i, m in ipairs(members) do
   out[#out + 1] = m
-  out[#out + 1] = redis.call('HGET', KEYS[1], m) or ''
-  out[#out + 1] = redis.call('ZSCORE', KEYS[2], m)
-  out[#out + 1] = redis.call('SISMEMBER', KEYS[3], m)
+  out[#out + 1] = comments[i] or ''
+  out[#out + 1] = ranked[2 * i]
+  out[#out + 1] = liked[i]
 end
 return out
