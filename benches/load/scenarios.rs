@@ -85,12 +85,14 @@ impl LikeRun {
 pub fn direct_ceiling(redis: &RedisServer, sizes: &Sizes) -> LikeRun {
     let script = set_like_script();
     let member = format!("{:012}", 1);
-    let comments = format!("{DIRECT_TAG}:comments");
+    // The script finds a comment by its place in the ranking (a hidden one
+    // has none), so that is all the direct run needs.
+    let ranking = format!("{DIRECT_TAG}:ranking");
     let mut con = redis.connect();
-    redis::cmd("HSET")
-        .arg(&comments)
+    redis::cmd("ZADD")
+        .arg(&ranking)
+        .arg(0)
         .arg(&member)
-        .arg("{}")
         .query::<()>(&mut con)
         .expect("creating the direct-run comment");
 
@@ -101,23 +103,27 @@ pub fn direct_ceiling(redis: &RedisServer, sizes: &Sizes) -> LikeRun {
         .map(|_| {
             let mut con = redis.connect();
             let script = redis::Script::new(&script);
-            let (comments, member) = (comments.clone(), member.clone());
+            let (ranking, member) = (ranking.clone(), member.clone());
             thread::spawn(move || {
                 let (mut acked, mut failures, mut latency) = (0, 0, Histogram::new());
                 while Instant::now() < until {
                     let visitor = recorded_id(&next_visitor());
                     let t = Instant::now();
                     let reply: redis::RedisResult<(u8, u8, u64)> = script
-                        .key(&comments)
-                        .key(format!("{DIRECT_TAG}:ranking"))
+                        .key(&ranking)
                         .key(format!("{DIRECT_TAG}:likers:{member}"))
                         .key(format!("{DIRECT_TAG}:liked:{visitor}"))
                         .key(format!("{DIRECT_TAG}:event_seq"))
                         .key(format!("{DIRECT_TAG}:events"))
+                        .key(format!("{DIRECT_TAG}:locked"))
                         .arg(&member)
                         .arg(&visitor)
                         .arg("like")
                         .arg(STREAM_LEN)
+                        // The feed channel and the board's name, as the
+                        // server passes them (nobody subscribes here).
+                        .arg(format!("{DIRECT_TAG}:feed"))
+                        .arg("bench-direct")
                         .invoke(&mut con);
                     match reply {
                         Ok((1, 1, _)) => {
