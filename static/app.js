@@ -21,6 +21,12 @@ const viewerUnit = $("viewer-unit");
 
 const MAX_CHARS = 1000;
 const classroom = document.body.dataset.classroom === "on";
+/** The board's name, for the moderator's routes. */
+const boardName = document.body.dataset.board;
+/** Whether the board is locked: nobody may comment or like (`event: locked`). */
+let locked = document.body.dataset.locked === "1";
+/** Whether this page shows the moderator's controls (/admin, ?moderate). */
+const moderating = document.body.dataset.moderate === "1";
 const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
 /** What the server's `retry:` field asks for; the wire view updates it. */
 let retryMs = 3000;
@@ -72,6 +78,7 @@ function makeItem(c) {
   content.className = "content";
   body.append(byline, content);
   li.append(like, body);
+  if (moderating) li.append(modControls(c.id));
   return li;
 }
 
@@ -84,6 +91,7 @@ function fill(li, c) {
     score.textContent = c.score;
   }
   like.setAttribute("aria-pressed", String(Boolean(c.liked)));
+  like.disabled = locked;
   const name = c.nickname || "anonymous";
   like.setAttribute(
     "aria-label",
@@ -185,7 +193,7 @@ async function api(method, url, body) {
 
 async function toggleLike(id, button) {
   const c = comments.get(id);
-  if (!c || button.classList.contains("busy")) return;
+  if (!c || locked || button.classList.contains("busy")) return;
   button.classList.add("busy");
   formError.textContent = "";
   try {
@@ -252,6 +260,20 @@ form.addEventListener("submit", async (ev) => {
     button.disabled = false;
   }
 });
+
+// ---- a locked board -----------------------------------------------------------
+// The server refuses comments and likes on a locked board (423); the page says
+// so and disables the form and every like button, from the first render (the
+// template sets data-locked and disables the fieldset) and live (`locked`).
+
+function setLocked(on) {
+  locked = on;
+  document.body.dataset.locked = on ? "1" : "0";
+  $("add-fields").disabled = on;
+  $("locked-note").hidden = !on;
+  for (const li of items.values()) li.querySelector(".like").disabled = on;
+  if (moderating) moderation.showLock();
+}
 
 // ---- the connection ---------------------------------------------------------
 // Over HTTP/1.1 a browser opens at most 6 connections to one host, and every
@@ -350,6 +372,7 @@ function showViewers(count) {
 /** Applies events in id order, skipping any not newer than what this tab has. */
 function applyEvents(events) {
   let changed = false;
+  let moderated = false;
   for (const { type, id, data } of events) {
     if (id <= applied) continue;
     applied = id;
@@ -361,13 +384,22 @@ function applyEvents(events) {
         changed = true;
       }
     } else if (type === "comment") {
+      // A new comment, or a hidden one restored with its score.
       const c = JSON.parse(data);
       const known = comments.get(c.id);
       comments.set(c.id, { ...c, liked: known ? known.liked : false });
       changed = true;
+    } else if (type === "remove") {
+      // A moderator hid or deleted it: it leaves every page at once.
+      changed = comments.delete(JSON.parse(data).id) || changed;
+      moderated = true;
+    } else if (type === "locked") {
+      setLocked(JSON.parse(data).locked);
+      moderated = true;
     }
   }
   if (changed) for (const li of render()) slideIn(li);
+  if (moderated && moderating) moderation.refreshSoon();
 }
 
 /** Everything the shared stream tells this tab. */
@@ -426,6 +458,7 @@ async function start() {
   const snap = await api("GET", `${commentsUrl}?limit=500`);
   comments.clear();
   for (const c of snap.comments) comments.set(c.id, c);
+  setLocked(Boolean(snap.locked));
   render();
   // Resume from the snapshot's id: nothing between the snapshot and the stream is lost.
   applied = Number(snap.last_event_id);
@@ -730,9 +763,203 @@ for (const button of document.querySelectorAll("[data-fault]")) {
   });
 }
 
+// ---- moderation (/admin, ?moderate) -------------------------------------------
+// The token is asked for once per tab and kept in sessionStorage: it lives as
+// long as the tab, is never shared with other tabs or sites, and is sent only
+// as an `Authorization: Bearer` header to /api/admin/..., never as a cookie
+// (a cookie would go with every request, cross-site ones included). Every
+// action's effect on the board arrives like everyone else's, as events.
+
+const TOKEN_KEY = "likeboard.admin-token";
+
+function modControls(id) {
+  const box = document.createElement("div");
+  box.className = "mod-controls";
+  for (const [label, action] of [
+    ["Hide", "hide"],
+    ["Delete", "delete"],
+    ["Block", "block"],
+  ]) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = `mod-${action}`;
+    b.textContent = label;
+    b.addEventListener("click", () => moderation.act(action, id));
+    box.append(b);
+  }
+  return box;
+}
+
+const moderation = {
+  timer: null,
+  token() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return this.memoryToken ?? null;
+    }
+  },
+  keep(token) {
+    try {
+      if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      this.memoryToken = token; // no sessionStorage: kept in this page only
+    }
+  },
+  async call(method, path, body) {
+    const headers = { Authorization: `Bearer ${this.token()}` };
+    if (body) headers["Content-Type"] = "application/json";
+    const res = await fetch(`/api/admin${path}`, {
+      method,
+      headers,
+      body: body ? JSON.stringify(body) : undefined,
+      credentials: "omit",
+      cache: "no-store",
+    });
+    const data = await res.json().catch(() => ({}));
+    if (res.status === 401) this.signedOut("The token was refused; enter it again.");
+    if (!res.ok) throw new Error(data.error || `${res.status} ${res.statusText}`);
+    return data;
+  },
+  board: () => `/boards/${encodeURIComponent(boardName)}`,
+  signedIn() {
+    $("mod-login").hidden = true;
+    $("mod-panel").hidden = false;
+    document.body.classList.add("moderating");
+    this.showLock();
+    this.refresh();
+  },
+  signedOut(why = "") {
+    this.keep(null);
+    $("mod-login").hidden = false;
+    $("mod-panel").hidden = true;
+    document.body.classList.remove("moderating");
+    $("mod-login-error").textContent = why;
+  },
+  showLock() {
+    $("mod-lock").textContent = locked ? "Unlock this board" : "Lock this board";
+  },
+  say(text) {
+    $("mod-note").textContent = text;
+  },
+  async act(action, id) {
+    const path = `${this.board()}/comments/${id}`;
+    try {
+      if (action === "hide") await this.call("POST", `${path}/hide`);
+      else if (action === "restore") await this.call("POST", `${path}/restore`);
+      else if (action === "delete") await this.call("DELETE", path);
+      else if (action === "block") {
+        const minutes = $("mod-block-for").value;
+        const body = { hide_all: $("mod-hide-all").checked };
+        if (minutes) body.minutes = Number(minutes);
+        const r = await this.call("POST", `${path}/block-author`, body);
+        this.say(`Blocked the author of comment ${id}; ${r.hidden.length} of their comments hidden.`);
+      }
+      if (action !== "block") this.say(`Comment ${id}: ${action} done.`);
+    } catch (e) {
+      this.say(`Comment ${id}: ${e.message}`);
+    }
+    this.refresh();
+  },
+  refreshSoon() {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.refresh(), 300);
+  },
+  async refresh() {
+    if (!this.token()) return;
+    try {
+      const [hidden, blocked, audit] = await Promise.all([
+        this.call("GET", `${this.board()}/hidden`),
+        this.call("GET", "/blocked"),
+        this.call("GET", "/audit?limit=20"),
+      ]);
+      this.list($("mod-hidden"), hidden.hidden, (c) => [
+        `${c.nickname}: ${c.content} (${c.score} likes)`,
+        [
+          ["Restore", () => this.act("restore", c.id)],
+          ["Delete", () => this.act("delete", c.id)],
+        ],
+      ]);
+      this.list($("mod-blocked"), blocked.blocked, (b) => [
+        `${b.ref} ${b.until ? `until ${new Date(b.until).toLocaleString()}` : "for good"} (comment ${b.comment} on ${b.board})`,
+        [["Unblock", () => this.unblock(b.ref)]],
+      ]);
+      this.list($("mod-audit"), audit.audit, (a) => [
+        `${new Date(a.at).toLocaleTimeString()} ${a.action}${a.board ? ` ${a.board}` : ""}${a.comment ? ` #${a.comment}` : ""}${a.detail ? ` (${a.detail})` : ""} from ${a.ip}`,
+        [],
+      ]);
+    } catch (e) {
+      this.say(e.message);
+    }
+  },
+  /** Fills a list, one row per item: its text and its buttons (all as text). */
+  list(ol, items, row) {
+    ol.replaceChildren();
+    if (!items.length) {
+      const li = document.createElement("li");
+      li.className = "none";
+      li.textContent = "none";
+      ol.append(li);
+    }
+    for (const item of items) {
+      const [text, buttons] = row(item);
+      const li = document.createElement("li");
+      const span = document.createElement("span");
+      span.textContent = text;
+      li.append(span);
+      for (const [label, onClick] of buttons) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = "link";
+        b.textContent = label;
+        b.addEventListener("click", onClick);
+        li.append(" ", b);
+      }
+      ol.append(li);
+    }
+  },
+  async unblock(ref) {
+    try {
+      await this.call("DELETE", `/blocked/${ref}`);
+      this.say("Unblocked.");
+    } catch (e) {
+      this.say(e.message);
+    }
+    this.refresh();
+  },
+  async toggleLock() {
+    try {
+      await this.call(locked ? "DELETE" : "POST", `${this.board()}/lock`);
+    } catch (e) {
+      this.say(e.message);
+    }
+    this.refresh();
+  },
+  init() {
+    $("mod-login").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const token = $("mod-token").value.trim();
+      $("mod-token").value = "";
+      this.keep(token);
+      try {
+        // Checked at once, so a mistyped token is said here, not later.
+        await this.call("GET", "/audit?limit=1");
+        this.signedIn();
+      } catch (e) {
+        this.signedOut(e.message);
+      }
+    });
+    $("mod-logout").addEventListener("click", () => this.signedOut());
+    $("mod-lock").addEventListener("click", () => this.toggleLock());
+    if (this.token()) this.signedIn();
+  },
+};
+
 // ---- go ---------------------------------------------------------------------
 
 updateCounter();
+if (moderating) moderation.init();
 stream = connect();
 if (new URLSearchParams(location.search).get("wire") === "1") wire.start();
 start().catch(() => {

@@ -22,7 +22,7 @@
 //   stream -> tab  (every message carries `from`, the id of the SharedStream that sent it)
 //                  sync {to, n, events, viewers, state, token}  the answer to hello `n`
 //                  gap {to, n}    "I do not have everything after your `since`: refetch the board"
-//                  event {type, id, data}         a like or a comment, as the server sent it
+//                  event {type, id, data}         a like, comment, remove or locked, as the server sent it
 //                  viewers {count}                the server's count of open streams (no id)
 //                  state {state, note, at}        the badge: connecting, live, reconnecting, offline
 //                  reset {}                       the server said `event: reset`: refetch the board
@@ -157,7 +157,8 @@ export class SharedStream {
         this.retryTimer = setTimeout(() => this.restart(), RETRY_MS + Math.random() * RETRY_MS);
       }
     });
-    for (const type of ["like", "comment"]) {
+    // Every event of the board's log: the moderator's too (`remove`, `locked`).
+    for (const type of ["like", "comment", "remove", "locked"]) {
       es.addEventListener(type, (ev) => this.record(type, ev));
     }
     es.addEventListener("viewers", (ev) => {

@@ -479,3 +479,186 @@ fn screenshots_of_board_phone_and_wire() {
         assert!(screenshot_dir().join(name).exists(), "{name}");
     }
 }
+
+/// The moderators' token of the moderation tests below.
+const ADMIN_TOKEN: &str = "browser-suite-admin-token-0123456789abc";
+
+/// A server on a real Redis with moderation on; the token file lives as long
+/// as the returned directory.
+fn moderated_server(backend: &Backend) -> (Likeboard, support::TempDir) {
+    let dir = support::TempDir::new("browser-token");
+    let path = dir.0.join("token");
+    std::fs::write(&path, ADMIN_TOKEN).unwrap();
+    let lb = backend.start(&["--admin-token-file", path.to_str().unwrap()]);
+    (lb, dir)
+}
+
+/// Gives the moderator's page its token through its own form, and waits for
+/// the panel and the controls on every comment.
+fn sign_in(tab: &Tab) {
+    js(
+        tab,
+        &format!(
+            "(() => {{ document.getElementById('mod-token').value = {}; \
+             document.getElementById('mod-login').requestSubmit(); return true; }})()",
+            json!(ADMIN_TOKEN)
+        ),
+    );
+    wait_for(
+        tab,
+        "!document.getElementById('mod-panel').hidden && document.body.classList.contains('moderating')",
+    );
+}
+
+/// A moderator hides a comment on /admin in one browser context, and it
+/// disappears from another visitor's page (another context: its own cookies
+/// and its own shared stream) within a second of the click, and from the
+/// moderator's own; the panel lists it as hidden; Restore brings it back to
+/// both pages. The token lives in the tab's sessionStorage, never a cookie.
+#[test]
+fn a_hidden_comment_leaves_another_visitors_page() {
+    let backend = Backend::redis();
+    let (lb, _token) = moderated_server(&backend);
+    let keep = post_as(&lb, "ada", "a fine comment");
+    let spam = post_as(&lb, "spammer", "buy cheap pills");
+    let chrome = Chrome::launch();
+    let moderator = chrome.tab(&format!("http://{}/admin", lb.addr));
+    sign_in(&moderator);
+    assert_eq!(
+        js(
+            &moderator,
+            "sessionStorage.getItem('likeboard.admin-token')"
+        ),
+        json!(ADMIN_TOKEN)
+    );
+    assert_eq!(
+        js(&moderator, "document.cookie.includes('admin')"),
+        json!(false)
+    );
+
+    let context = chrome
+        .browser
+        .new_context()
+        .expect("a second browser context");
+    let visitor = context.new_tab().expect("a tab in it");
+    open_page(&visitor, &format!("http://{}/", lb.addr));
+    assert_eq!(board(&visitor).len(), 2);
+    assert_eq!(
+        js(
+            &visitor,
+            "document.querySelectorAll('.mod-controls').length"
+        ),
+        json!(0),
+        "an ordinary page has no moderator's controls"
+    );
+    // Clocked in the pages (one machine, one clock): from the click on Hide
+    // to the moment the visitor's list no longer holds the comment.
+    js(
+        &visitor,
+        &format!(
+            "(() => {{ new MutationObserver((_, obs) => {{ \
+             if (!document.querySelector(\"#comments > li[data-id='{spam}']\")) {{ \
+             window.__goneAt = Date.now(); obs.disconnect(); }} }}) \
+             .observe(document.getElementById('comments'), {{ childList: true }}); return true; }})()"
+        ),
+    );
+    js(
+        &moderator,
+        "(() => { addEventListener('click', () => { window.__clickedAt = Date.now(); }, \
+         { capture: true, once: true }); return true; })()",
+    );
+    click(
+        &moderator,
+        &format!("#comments > li[data-id='{spam}'] .mod-hide"),
+    );
+    wait_for(&visitor, "typeof window.__goneAt === 'number'");
+    let clicked = js(&moderator, "window.__clickedAt")
+        .as_u64()
+        .expect("the click");
+    let gone = js(&visitor, "window.__goneAt").as_u64().unwrap();
+    assert!(
+        gone.saturating_sub(clicked) <= 1000,
+        "the visitor's page dropped the comment {} ms after the click",
+        gone.saturating_sub(clicked)
+    );
+    assert_eq!(
+        board(&visitor).iter().map(|c| c.0).collect::<Vec<_>>(),
+        vec![keep]
+    );
+    wait_for(
+        &moderator,
+        &format!("!document.querySelector(\"#comments > li[data-id='{spam}']\")"),
+    );
+    wait_for(
+        &moderator,
+        "document.getElementById('mod-hidden').textContent.includes('buy cheap pills')",
+    );
+    wait_for(
+        &moderator,
+        "document.getElementById('mod-audit').textContent.includes('hide')",
+    );
+    screenshot(&moderator, "moderator.png");
+
+    // Restore, from the panel's list: back on both pages, in its place.
+    js(
+        &moderator,
+        "(() => { [...document.querySelectorAll('#mod-hidden button')] \
+         .find(b => b.textContent === 'Restore').click(); return true; })()",
+    );
+    wait_for(
+        &visitor,
+        &format!("!!document.querySelector(\"#comments > li[data-id='{spam}']\")"),
+    );
+    assert_eq!(board(&visitor).len(), 2);
+}
+
+/// A locked board disables the form and every like button on an open page
+/// at once (`event: locked`), and on a page loaded while it is locked, from
+/// its first render; unlocking enables them again.
+#[test]
+fn a_locked_board_disables_the_form_and_likes() {
+    let backend = Backend::redis();
+    let (lb, _token) = moderated_server(&backend);
+    post_as(&lb, "ada", "one");
+    post_as(&lb, "grace", "two");
+    let url = format!("http://{}/b/main", lb.addr);
+    let chrome = Chrome::launch();
+    let tab = chrome.tab(&url);
+    let disabled = "document.getElementById('add-fields').disabled \
+         && document.getElementById('content').matches(':disabled') \
+         && [...document.querySelectorAll('#comments .like')].every(b => b.disabled) \
+         && !document.getElementById('locked-note').hidden";
+    let enabled = "!document.getElementById('add-fields').disabled \
+         && [...document.querySelectorAll('#comments .like')].every(b => !b.disabled) \
+         && document.getElementById('locked-note').hidden";
+    assert_eq!(js(&tab, enabled), json!(true));
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let lock = |method: &str| {
+        let r = http(
+            lb.addr,
+            method,
+            "/api/admin/boards/main/lock",
+            &[("Authorization", &auth)],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    lock("POST");
+    wait_for_within(&tab, disabled, Duration::from_secs(2));
+    screenshot(&tab, "locked-board.png");
+
+    // Loaded while locked: disabled in the server's HTML already, and after
+    // the script has taken over.
+    let html = http(lb.addr, "GET", "/b/main", &[], b"").text();
+    assert!(
+        html.contains("id=\"add-fields\" class=\"plain\" disabled"),
+        "{html}"
+    );
+    let fresh = chrome.tab(&url);
+    assert_eq!(js(&fresh, disabled), json!(true));
+    assert_eq!(js(&fresh, "document.body.dataset.locked"), json!("1"));
+
+    lock("DELETE");
+    wait_for_within(&tab, enabled, Duration::from_secs(2));
+    wait_for_within(&fresh, enabled, Duration::from_secs(2));
+}

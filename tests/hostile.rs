@@ -872,33 +872,177 @@ fn moderation_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
     let in_capitals = format!("{hide}?TOKEN={t}");
     let cases: Vec<(&'static str, &str, &str, Vec<u8>, Expect)> = vec![
         ("no Authorization", "GET", audit, Vec::new(), Json(401)),
-        ("an empty bearer", "GET", audit, b"Authorization: Bearer \r\n".to_vec(), Json(401)),
-        ("the scheme alone", "GET", audit, b"Authorization: Bearer\r\n".to_vec(), Json(401)),
-        ("all but the last character", "GET", audit, bearer(prefix), Json(401)),
-        ("the last character wrong", "POST", hide, bearer(&flipped), Json(401)),
-        ("the token and one more", "GET", audit, bearer(&format!("{t}x")), Json(401)),
-        ("the token in capitals", "GET", audit, bearer(&t.to_uppercase()), Json(401)),
-        ("the token twice", "GET", audit, bearer(&format!("{t}{t}")), Json(401)),
-        ("the token percent-encoded", "GET", audit, bearer(&t.replace('-', "%2D")), Json(401)),
-        ("the token as Basic", "GET", audit, format!("Authorization: Basic {t}\r\n").into_bytes(), Json(401)),
-        ("the token as a cookie", "GET", audit, format!("Cookie: token={t}\r\n").into_bytes(), Json(401)),
-        ("the token in X-Admin-Token", "GET", audit, format!("X-Admin-Token: {t}\r\n").into_bytes(), Json(401)),
-        ("a forged token, first of two headers", "GET", audit, [bearer("forged-forged-forged-forged-forged"), bearer(t)].concat(), Json(401)),
-        ("a bearer of 15 KB", "GET", audit, bearer(&"a".repeat(15_000)), Json(401)),
-        ("a bearer of 40 KB", "GET", audit, bearer(&"a".repeat(40_000)), Json(431)),
-        ("a bearer of 1 MB", "GET", audit, bearer(&"a".repeat(1_000_000)), Json(431)),
-        ("bad UTF-8 in the token", "GET", audit, b"Authorization: Bearer \xc3\x28\r\n".to_vec(), Closed),
+        (
+            "an empty bearer",
+            "GET",
+            audit,
+            b"Authorization: Bearer \r\n".to_vec(),
+            Json(401),
+        ),
+        (
+            "the scheme alone",
+            "GET",
+            audit,
+            b"Authorization: Bearer\r\n".to_vec(),
+            Json(401),
+        ),
+        (
+            "all but the last character",
+            "GET",
+            audit,
+            bearer(prefix),
+            Json(401),
+        ),
+        (
+            "the last character wrong",
+            "POST",
+            hide,
+            bearer(&flipped),
+            Json(401),
+        ),
+        (
+            "the token and one more",
+            "GET",
+            audit,
+            bearer(&format!("{t}x")),
+            Json(401),
+        ),
+        (
+            "the token in capitals",
+            "GET",
+            audit,
+            bearer(&t.to_uppercase()),
+            Json(401),
+        ),
+        (
+            "the token twice",
+            "GET",
+            audit,
+            bearer(&format!("{t}{t}")),
+            Json(401),
+        ),
+        (
+            "the token percent-encoded",
+            "GET",
+            audit,
+            bearer(&t.replace('-', "%2D")),
+            Json(401),
+        ),
+        (
+            "the token as Basic",
+            "GET",
+            audit,
+            format!("Authorization: Basic {t}\r\n").into_bytes(),
+            Json(401),
+        ),
+        (
+            "the token as a cookie",
+            "GET",
+            audit,
+            format!("Cookie: token={t}\r\n").into_bytes(),
+            Json(401),
+        ),
+        (
+            "the token in X-Admin-Token",
+            "GET",
+            audit,
+            format!("X-Admin-Token: {t}\r\n").into_bytes(),
+            Json(401),
+        ),
+        (
+            "a forged token, first of two headers",
+            "GET",
+            audit,
+            [bearer("forged-forged-forged-forged-forged"), bearer(t)].concat(),
+            Json(401),
+        ),
+        (
+            "a bearer of 15 KB",
+            "GET",
+            audit,
+            bearer(&"a".repeat(15_000)),
+            Json(401),
+        ),
+        (
+            "a bearer of 40 KB",
+            "GET",
+            audit,
+            bearer(&"a".repeat(40_000)),
+            Json(431),
+        ),
+        (
+            "a bearer of 1 MB",
+            "GET",
+            audit,
+            bearer(&"a".repeat(1_000_000)),
+            Json(431),
+        ),
+        (
+            "bad UTF-8 in the token",
+            "GET",
+            audit,
+            b"Authorization: Bearer \xc3\x28\r\n".to_vec(),
+            Closed,
+        ),
         // A token in the URL is refused whatever else the request holds.
-        ("the right token in ?token=", "GET", &in_query, bearer(t), Json(400)),
-        ("the right token in ?access_token=", "GET", &in_access, bearer(t), Json(400)),
-        ("?TOKEN= in capitals", "POST", &in_capitals, Vec::new(), Json(400)),
+        (
+            "the right token in ?token=",
+            "GET",
+            &in_query,
+            bearer(t),
+            Json(400),
+        ),
+        (
+            "the right token in ?access_token=",
+            "GET",
+            &in_access,
+            bearer(t),
+            Json(400),
+        ),
+        (
+            "?TOKEN= in capitals",
+            "POST",
+            &in_capitals,
+            Vec::new(),
+            Json(400),
+        ),
         // Cross-site, with the right token.
-        ("the right token from another site's page", "POST", hide, [bearer(t), b"Origin: http://evil.example\r\n".to_vec()].concat(), Json(403)),
-        ("the right token, Sec-Fetch-Site: cross-site", "GET", audit, [bearer(t), b"Sec-Fetch-Site: cross-site\r\n".to_vec()].concat(), Json(403)),
+        (
+            "the right token from another site's page",
+            "POST",
+            hide,
+            [bearer(t), b"Origin: http://evil.example\r\n".to_vec()].concat(),
+            Json(403),
+        ),
+        (
+            "the right token, Sec-Fetch-Site: cross-site",
+            "GET",
+            audit,
+            [bearer(t), b"Sec-Fetch-Site: cross-site\r\n".to_vec()].concat(),
+            Json(403),
+        ),
         // Bad names with the right token are 400s, not 500s.
-        ("a bad board", "POST", "/api/admin/boards/Bad!/lock", bearer(t), Json(400)),
-        ("a bad comment id", "POST", "/api/admin/boards/main/comments/-1/hide", bearer(t), Json(400)),
-        ("a bad ref", "DELETE", "/api/admin/blocked/not-hex", bearer(t), Json(400)),
+        (
+            "a bad board",
+            "POST",
+            "/api/admin/boards/Bad!/lock",
+            bearer(t),
+            Json(400),
+        ),
+        (
+            "a bad comment id",
+            "POST",
+            "/api/admin/boards/main/comments/-1/hide",
+            bearer(t),
+            Json(400),
+        ),
+        (
+            "a bad ref",
+            "DELETE",
+            "/api/admin/blocked/not-hex",
+            bearer(t),
+            Json(400),
+        ),
         ("GET on an action", "GET", hide, bearer(t), Json(405)),
         // And the right token works.
         ("the right token", "GET", audit, bearer(t), Json(200)),
@@ -965,9 +1109,15 @@ fn median(v: &mut [Duration]) -> Duration {
 #[test]
 fn wrong_token_timing_does_not_depend_on_the_match() {
     let (server, _token) = moderated(&Backend::memory());
-    let none: String = ADMIN_TOKEN.chars().map(|c| if c == '#' { '%' } else { '#' }).collect();
+    let none: String = ADMIN_TOKEN
+        .chars()
+        .map(|c| if c == '#' { '%' } else { '#' })
+        .collect();
     let most = format!("{}#", &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]);
-    assert_eq!((none.len(), most.len()), (ADMIN_TOKEN.len(), ADMIN_TOKEN.len()));
+    assert_eq!(
+        (none.len(), most.len()),
+        (ADMIN_TOKEN.len(), ADMIN_TOKEN.len())
+    );
     let stream = TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.set_nodelay(true).unwrap();
@@ -1006,5 +1156,8 @@ fn wrong_token_timing_does_not_depend_on_the_match() {
     let diff = a.abs_diff(b);
     eprintln!("median refusal: 0 matching {a:?}, 39 of 40 matching {b:?}");
     let bound = (a.min(b) / 4).max(Duration::from_micros(150));
-    assert!(diff <= bound, "0 matching: {a:?}, 39 of 40 matching: {b:?} (bound {bound:?})");
+    assert!(
+        diff <= bound,
+        "0 matching: {a:?}, 39 of 40 matching: {b:?} (bound {bound:?})"
+    );
 }

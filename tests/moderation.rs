@@ -857,4 +857,12 @@ fn pages_know_moderation_and_locks() {
         .find(|li| li.contains(&format!("data-id=\"{id}\"")))
         .expect("the comment's item");
     assert!(like_button.contains("disabled"), "{like_button}");
+    assert!(
+        locked.contains("id=\"add-fields\" class=\"plain\" disabled"),
+        "the form is disabled"
+    );
+    assert!(
+        locked.contains("id=\"locked-note\" class=\"locked-note\" role=\"status\">"),
+        "the note shows"
+    );
 }
