@@ -13,6 +13,9 @@
 //!   holds the board's handlers, `routes/seed.rs` the original demo's
 //!   (`--seed-routes`), `routes/http.rs` the reply type and shared HTTP checks.
 //! - [`input`]: strict parsing and validation of what clients send.
+//! - [`moderation`]: the moderators' token (checked in constant time), the
+//!   name of a block, every instance's copy of the blocks; the routes are
+//!   `routes/admin.rs` (`--admin-token-file`).
 //! - [`board`]: a board's name (a slug); `main` is the default board.
 //! - [`store`]: the [`store::Store`] trait, every call on one board;
 //!   [`store::redis`] (Lua scripts and a capped stream per board, on one Redis
@@ -60,6 +63,9 @@
 //! - The hub never blocks on a client: a full channel drops that client.
 //! - User text reaches the page only through autoescaped `.html` templates or
 //!   `textContent`, under a CSP that forbids inline script.
+//! - Only a bearer of the token can remove what others wrote: every
+//!   moderation route passes `routes::admin::authorize` first, and none
+//!   exists without `--admin-token-file`. A comment's author is never shown.
 //! - No request input can panic a shared thread; a handler panic is caught,
 //!   logged and answered with 500; no declared size is ever allocated for real.
 //! - The guard acts on a connection only through its own duplicate of the
