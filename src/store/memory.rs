@@ -402,7 +402,7 @@ impl Store for MemoryStore {
             })
             .collect();
         // Most recently hidden first; ties newest comment first (as Redis orders them).
-        hidden.sort_by(|a, b| (b.hidden_at, b.comment.id).cmp(&(a.hidden_at, a.comment.id)));
+        hidden.sort_by_key(|h| Reverse((h.hidden_at, h.comment.id)));
         hidden.truncate(limit);
         Ok(hidden)
     }
