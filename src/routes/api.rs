@@ -44,12 +44,15 @@ pub(super) fn index(app: &App, board: &Board) -> Result<Reply, Error> {
     let snapshot = app.store.snapshot(board, "", LIMIT_DEFAULT, 0)?;
     let comments: Vec<_> = snapshot.comments.into_iter().map(|c| c.comment).collect();
     let (mut boards, _) = app.store.boards(BOARDS_ON_PAGE)?;
-    if !boards.iter().any(|b| b.board == board.as_str()) {
-        // A board without comments yet is not listed in the store: show it anyway.
-        boards.push(crate::store::BoardInfo {
-            board: board.to_string(),
-            comments: 0,
-        });
+    // This board and the default one are always in the list, even before
+    // their first comment (the store lists a board from then on).
+    for shown in [Board::main(), board.clone()] {
+        if !boards.iter().any(|b| b.board == shown.as_str()) {
+            boards.push(crate::store::BoardInfo {
+                board: shown.to_string(),
+                comments: 0,
+            });
+        }
     }
     let (comments_url, events_url) = board_urls(board);
     let html = app
