@@ -86,11 +86,17 @@ pub(super) fn static_file(app: &App, name: &str) -> Result<Reply, Error> {
         .page
         .asset(name)
         .ok_or_else(|| Error::NotFound(format!("no static file {:?}", truncate_path(name))))?;
+    let mut headers = vec![("Cache-Control", "no-cache".to_string())];
+    if asset.content_type.starts_with("text/javascript") {
+        // A worker runs under the policy its own script arrives with, not the
+        // page's: give `stream-worker.js` (and every script) the same one.
+        headers.push(("Content-Security-Policy", CSP.to_string()));
+    }
     Ok(Reply {
         status: 200,
         content_type: asset.content_type,
         body: asset.bytes,
-        headers: vec![("Cache-Control", "no-cache".to_string())],
+        headers,
     })
 }
 
