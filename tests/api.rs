@@ -173,6 +173,10 @@ both_backends!(
         assert!(!page.text().contains("<script>alert(1)"));
         assert_eq!(server.get("/static/app.js").headers.get("Content-Type"), Some("text/javascript; charset=utf-8"));
         assert_eq!(server.get("/static/style.css").headers.get("Content-Type"), Some("text/css; charset=utf-8"));
+        // A worker runs under its own script's policy: the same as the page's.
+        let worker = server.get("/static/stream-worker.js");
+        assert_eq!(worker.status, 200);
+        assert_eq!(worker.headers.get("Content-Security-Policy"), page.headers.get("Content-Security-Policy"));
     }
 );
 

@@ -341,6 +341,37 @@ fn two_boards_in_tabs_side_by_side_are_two_streams() {
     every_tab_shows(&on_two, &[(two, 2)], EVERY_TAB_WITHIN);
     // Board one heard nothing of board two's likes.
     every_tab_shows(&on_one, &[(one, 1)], EVERY_TAB_WITHIN);
+    // A comment posted on board two appears live in its tabs only.
+    let second = comment_on(&lb, "two", "only on two");
+    every_tab_shows(&on_two, &[(second, 0), (two, 2)], EVERY_TAB_WITHIN);
+    let has_second = "[...document.querySelectorAll('#comments .content')]\
+         .some(p => p.textContent === 'only on two')";
+    for tab in on_two.iter() {
+        assert_eq!(js(tab, has_second), json!(true));
+    }
+    for tab in on_one.iter() {
+        assert_eq!(
+            js(tab, has_second),
+            json!(false),
+            "board one shows board two's comment"
+        );
+    }
+    // Each page knows its board: its name, its title, and links to the others.
+    assert_eq!(
+        js(
+            &on_one[0],
+            "document.getElementById('board-name').textContent"
+        ),
+        json!("one")
+    );
+    assert_eq!(js(&on_two[0], "document.title"), json!("two · likeboard"));
+    assert_eq!(
+        js(
+            &on_one[0],
+            "[...document.querySelectorAll('nav.boards a')].map(a => a.getAttribute('href')).sort().join(' ')"
+        ),
+        json!("/b/main /b/one /b/two")
+    );
 
     // Closing a tab of one board leaves the other board's stream alone.
     on_one.remove(0).close(true).expect("closing a tab");

@@ -47,12 +47,15 @@ pub(super) fn index(app: &App, board: &Board, moderate: bool) -> Result<Reply, E
     let locked = snapshot.locked;
     let comments: Vec<_> = snapshot.comments.into_iter().map(|c| c.comment).collect();
     let (mut boards, _) = app.store.boards(BOARDS_ON_PAGE)?;
-    if !boards.iter().any(|b| b.board == board.as_str()) {
-        // A board without comments yet is not listed in the store: show it anyway.
-        boards.push(crate::store::BoardInfo {
-            board: board.to_string(),
-            comments: 0,
-        });
+    // This board and the default one are always in the list, even before
+    // their first comment (the store lists a board from then on).
+    for shown in [Board::main(), board.clone()] {
+        if !boards.iter().any(|b| b.board == shown.as_str()) {
+            boards.push(crate::store::BoardInfo {
+                board: shown.to_string(),
+                comments: 0,
+            });
+        }
     }
     let (comments_url, events_url) = board_urls(board);
     let html = app
@@ -88,11 +91,17 @@ pub(super) fn static_file(app: &App, name: &str) -> Result<Reply, Error> {
         .page
         .asset(name)
         .ok_or_else(|| Error::NotFound(format!("no static file {:?}", truncate_path(name))))?;
+    let mut headers = vec![("Cache-Control", "no-cache".to_string())];
+    if asset.content_type.starts_with("text/javascript") {
+        // A worker runs under the policy its own script arrives with, not the
+        // page's: give `stream-worker.js` (and every script) the same one.
+        headers.push(("Content-Security-Policy", CSP.to_string()));
+    }
     Ok(Reply {
         status: 200,
         content_type: asset.content_type,
         body: asset.bytes,
-        headers: vec![("Cache-Control", "no-cache".to_string())],
+        headers,
     })
 }
 
