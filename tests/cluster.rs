@@ -642,3 +642,117 @@ fn likeboard_on_the_cluster() {
         }
     }
 }
+
+/// Moderation on the cluster: on a board of every master, hide, restore,
+/// delete (whose script reaches the likers' keys it builds itself, all in
+/// the board's slot), block an author (site-wide keys, another slot) and
+/// lock, each reaching the board's stream with the board's next id.
+#[test]
+fn moderation_on_the_cluster() {
+    const TOKEN: &str = "cluster-suite-moderators-token-0123456789";
+    let cluster = RedisCluster::start();
+    let dir = support::TempDir::new("cluster-token");
+    let token_path = dir.0.join("token");
+    std::fs::write(&token_path, TOKEN).unwrap();
+    let lb = support::Likeboard::builder()
+        .args(["--redis-cluster", &cluster.cluster_arg()])
+        .args(["--admin-token-file", &token_path.display().to_string()])
+        .start();
+    let admin = |method: &str, path: &str, body: &str| {
+        let auth = format!("Bearer {TOKEN}");
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if !body.is_empty() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let r = support::http(lb.addr, method, path, &headers, body.as_bytes());
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+    };
+    // One board per master.
+    let mut boards = Vec::new();
+    for i in 0.. {
+        let board = format!("mod-{i}");
+        let node = cluster.node_for_key(&format!("{{likeboard:{board}}}:event_seq"));
+        if !boards.iter().any(|(_, n)| *n == node) {
+            boards.push((board, node));
+        }
+        if boards.len() == 3 {
+            break;
+        }
+    }
+    // Streams stay open (a departed one is noticed only at a failed write).
+    let mut held = Vec::new();
+    for (i, (board, node)) in boards.iter().enumerate() {
+        let mut s =
+            support::SseClient::connect(lb.addr, &format!("/api/boards/{board}/events"), &[])
+                .unwrap();
+        lb.wait_subscribers(i as u64 + 1, EVENT_WAIT);
+        // By a visitor of its own, whom the moderator blocks below.
+        let author = format!("lb_visitor={}", support::visitor(500 + i as u64));
+        let body = serde_json::json!({ "content": "kept" }).to_string();
+        let r = support::http(
+            lb.addr,
+            "POST",
+            &format!("/api/boards/{board}/comments"),
+            &[("Content-Type", "application/json"), ("Cookie", &author)],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let kept = r.json()["id"].as_u64().unwrap();
+        let gone = lb_comment(&lb, board);
+        assert_eq!(lb_like(&lb, board, gone, 1), (200, Some(1)));
+        let base = format!("/api/admin/boards/{board}");
+        admin("POST", &format!("{base}/comments/{kept}/hide"), "");
+        admin("POST", &format!("{base}/comments/{kept}/restore"), "");
+        admin("DELETE", &format!("{base}/comments/{gone}"), "");
+        admin(
+            "POST",
+            &format!("{base}/comments/{kept}/block-author"),
+            r#"{"minutes":5}"#,
+        );
+        admin("POST", &format!("{base}/lock"), "");
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            let f = s.next_event(EVENT_WAIT).unwrap_or_else(|| {
+                panic!(
+                    "{board} (master {node}): {}",
+                    String::from_utf8_lossy(&s.body)
+                )
+            });
+            seen.push((f.id().unwrap(), f.event().unwrap_or("message").to_string()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, "comment"),
+                (2, "comment"),
+                (3, "like"),
+                (4, "remove"),
+                (5, "comment"),
+                (6, "remove"),
+                (7, "locked"),
+            ]
+            .map(|(id, e)| (id, e.to_string())),
+            "{board} on master {node}"
+        );
+        // Locked: nobody may comment (not even someone not blocked); the
+        // deleted comment is gone for good.
+        let body = serde_json::json!({ "content": "late" }).to_string();
+        let late = support::http(
+            lb.addr,
+            "POST",
+            &format!("/api/boards/{board}/comments"),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(late.status, 423, "{}", late.text());
+        let list = lb.get(&format!("/api/boards/{board}/comments")).json();
+        let ids: Vec<u64> = list["comments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, vec![kept], "{board}: the deleted comment is gone");
+        held.push(s);
+    }
+}
