@@ -301,8 +301,7 @@ fn instances_on_one_redis_share_the_visitor_key() {
     );
 }
 
-/// One request on a fresh connection from the loopback address `source`
-/// (127.0.0.x: each is its own client address to the server).
+/// One request from the loopback address `source` (each its own client).
 fn http_from(
     server: &Likeboard,
     source: &str,
@@ -310,25 +309,7 @@ fn http_from(
     path: &str,
     headers: &[(&str, &str)],
 ) -> support::Response {
-    use std::io::{BufReader, Write};
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let local: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n",
-        server.addr
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).unwrap();
-    support::read_response(&mut BufReader::new(stream))
+    support::request_from(server.addr, source, method, path, headers)
 }
 
 /// The `name=value` part of a reply's `Set-Cookie`, if it has one.

@@ -92,22 +92,7 @@ fn events_until(lb: &Likeboard, s: &mut SseClient, last: u64) -> Vec<(u64, Strin
 
 /// The next `n` events of a stream: (id, event name, data).
 fn events(lb: &Likeboard, s: &mut SseClient, n: usize) -> Vec<(u64, String, Value)> {
-    (0..n)
-        .map(|i| {
-            let f = s.next_event(WAIT).unwrap_or_else(|| {
-                lb.died(&format!(
-                    "event {} of {n} never came; the stream so far:\n{}",
-                    i + 1,
-                    String::from_utf8_lossy(&s.body)
-                ))
-            });
-            (
-                f.id().expect("an id"),
-                f.event().unwrap_or("message").to_string(),
-                f.data_json(),
-            )
-        })
-        .collect()
+    s.events(lb, n, WAIT)
 }
 
 both_backends!(

@@ -363,37 +363,12 @@ fn churn_through_nginx_fails_no_ordinary_request() {
     );
 }
 
-/// One request on a fresh connection to `to` from `source` (a loopback
-/// address of our choosing: each is its own client to nginx).
-fn request_from(
-    to: std::net::SocketAddr,
-    source: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> support::Response {
-    use std::io::{BufReader, Write};
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let local: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("Content-Length: 0\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    support::read_response(&mut BufReader::new(stream))
-}
-
 /// A like with no cookie sent to `to` from `source`, optionally with a
 /// forged `X-Forwarded-For`; its status.
 fn like_from(to: std::net::SocketAddr, source: &str, id: u64, forged: Option<&str>) -> u16 {
     let path = format!("/api/comments/{id}/like");
     let headers: Vec<(&str, &str)> = forged.map(|f| ("X-Forwarded-For", f)).into_iter().collect();
-    request_from(to, source, "POST", &path, &headers).status
+    support::request_from(to, source, "POST", &path, &headers).status
 }
 
 /// Behind the shipped nginx with the deploy kit's `LIKEBOARD_TRUSTED_PROXIES`,
@@ -492,7 +467,7 @@ fn issued_visitors_through_nginx_and_one_over_its_allowance() {
         .into_iter()
         .map(|source| {
             std::thread::spawn(move || {
-                let page = request_from(front, &source, "GET", "/api/comments", &[]);
+                let page = support::request_from(front, &source, "GET", "/api/comments", &[]);
                 assert_eq!(page.status, 200, "{}", page.text());
                 let cookie = page
                     .headers
@@ -505,7 +480,7 @@ fn issued_visitors_through_nginx_and_one_over_its_allowance() {
                 let path = format!("/api/comments/{id}/like");
                 let origin = format!("http://{front}");
                 let headers = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
-                request_from(front, &source, "POST", &path, &headers).status
+                support::request_from(front, &source, "POST", &path, &headers).status
             })
         })
         .collect();

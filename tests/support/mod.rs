@@ -696,6 +696,37 @@ pub fn visitor(n: u64) -> String {
     format!("{id}.{sig}")
 }
 
+/// One bodiless request on a fresh connection to `to` from the loopback
+/// address `source` (127.0.0.x: each is its own client address to whoever
+/// answers, the server or a proxy in front of it).
+#[allow(
+    dead_code,
+    reason = "only the suites that need many client addresses call it"
+)]
+pub fn request_from(
+    to: SocketAddr,
+    source: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Content-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    read_response(&mut BufReader::new(stream))
+}
+
 /// A message's headers in the order they came; names compare without case.
 #[derive(Debug, Clone, Default)]
 pub struct Headers(pub Vec<(String, String)>);
@@ -1083,6 +1114,32 @@ impl SseClient {
                 return Some(frame);
             }
         }
+    }
+
+    /// The next `n` events as (id, event name, data), each within `wait`;
+    /// one that never comes ends the test with `lb`'s log and the stream so far.
+    pub fn events(
+        &mut self,
+        lb: &Likeboard,
+        n: usize,
+        wait: Duration,
+    ) -> Vec<(u64, String, serde_json::Value)> {
+        (0..n)
+            .map(|i| {
+                let f = self.next_event(wait).unwrap_or_else(|| {
+                    lb.died(&format!(
+                        "event {} of {n} never came; the stream so far:\n{}",
+                        i + 1,
+                        String::from_utf8_lossy(&self.body)
+                    ))
+                });
+                (
+                    f.id().expect("an id"),
+                    f.event().unwrap_or("message").to_string(),
+                    f.data_json(),
+                )
+            })
+            .collect()
     }
 
     /// Reads until the server closes the stream or `timeout` passes; true if closed.
