@@ -592,6 +592,15 @@ fn likeboard_on_the_cluster() {
         }
     }
     cluster.kill(victim);
+    // Healthy while the master of the site's own keys (the list of boards,
+    // the cookie key) answers: one board's master down is not the site down.
+    let site = cluster.node_for_key("{likeboard}:boards");
+    let health = a.get("/healthz").status;
+    assert_eq!(
+        health,
+        if victim == site { 503 } else { 200 },
+        "site keys on {site}"
+    );
     let mut refused = 0;
     for (i, board) in boards.iter().enumerate() {
         if homes[i] == victim {

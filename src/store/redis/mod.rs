@@ -413,8 +413,14 @@ impl Store for RedisStore {
     }
 
     fn ping(&self) -> StoreResult<()> {
-        self.pool
-            .with_conn("ping", true, |con| redis::cmd("PING").query::<()>(con))
+        // Not PING: on a cluster the crate sends that to every master, so one
+        // master down would make every instance unhealthy and a balancer pull
+        // them all, while most boards still work. A read of the site's own
+        // slot (the list of boards, the cookie key, the blocks) asks the one
+        // node the whole site needs; on one Redis it is a PING by another name.
+        self.pool.with_conn("ping", true, |con| {
+            redis::cmd("EXISTS").arg(&self.keys.boards).query::<()>(con)
+        })
     }
 
     fn visitor_key(&self, candidate: &str) -> StoreResult<String> {
