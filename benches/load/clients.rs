@@ -620,6 +620,8 @@ impl Tally {
 // ---------------------------------------------------------------------------
 
 pub struct Readers<C> {
+    /// How many connections they read.
+    conns: usize,
     stop: Arc<AtomicBool>,
     progress: Arc<AtomicU64>,
     /// The lowest [`Feed::position`] of each thread's connections.
@@ -630,6 +632,7 @@ pub struct Readers<C> {
 impl<C: Feed> Readers<C> {
     /// Splits the connections over the reader threads and starts reading.
     pub fn start(mut conns: Vec<Conn<C>>) -> Readers<C> {
+        let count = conns.len();
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(AtomicU64::new(0));
         let per_thread = conns.len().div_ceil(READER_THREADS).max(1);
@@ -649,11 +652,16 @@ impl<C: Feed> Readers<C> {
             );
         }
         Readers {
+            conns: count,
             stop,
             progress,
             lowest,
             handles,
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns
     }
 
     /// Waits until every connection's position is at least `target`, or

@@ -13,6 +13,12 @@
 //! `Last-Event-ID`; the time until all have caught up, and paced likes' p99
 //! during the storm beside the same likes without one.
 //!
+//! Issue 13 adds, in the same run: the storm's senders alone first (no client
+//! connected), the rate the storm is judged against; and capacity: 15,000
+//! idle event streams (or the server's cap) held, weighed and sent likes,
+//! then the server brought to its cap and an unpaced burst of connects
+//! beyond it, each of which must be refused politely (200, `retry:`, closed).
+//!
 //! `-- --quick` runs every scenario at small sizes (under a minute) and writes
 //! `target/bench-quick.md` instead of BENCHMARKS.md. Timings never decide a
 //! pass or fail: they are printed, compared with the targets as ratios, and
@@ -29,10 +35,11 @@
 //!
 //! Layout: this file reads the flags, runs the phases in order and knows how
 //! to wait for the server between them; `scenarios.rs` is one function or
-//! type per phase; `clients.rs` the load generator's HTTP senders and epoll
-//! SSE readers; `procstat.rs` the clock, latency histograms and /proc figures;
-//! `report.rs` the Markdown report. The processes themselves (`RedisServer`,
-//! `Likeboard`, started the same way as in the tests) come from the test kit,
+//! type per phase, except capacity, which is `capacity.rs`; `clients.rs` the
+//! load generator's HTTP senders and epoll SSE readers; `procstat.rs` the
+//! clock, latency histograms and /proc figures; `report.rs` the Markdown
+//! report. The processes themselves (`RedisServer`, `Likeboard`, started the
+//! same way as in the tests) come from the test kit,
 //! `tests/support/mod.rs`.
 
 // The kit the integration tests use: the same redis-server and likeboard
@@ -40,6 +47,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod capacity;
 mod clients;
 mod procstat;
 mod report;
@@ -49,11 +57,12 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use capacity::capacity;
 use clients::{next_visitor, HttpConn};
 use procstat::{epoch, CpuMeter, ProcSnapshot};
 use report::{kept_notes, load_average, machine, Report};
 use scenarios::{direct_ceiling, fan_out, like_throughput, restart_storm, storm, Burst};
-use support::{raise_fd_limit, Likeboard, RedisServer};
+use support::{raise_fd_limit, Launch, Likeboard, RedisServer};
 
 /// The server's default key prefix; its keys live under `{likeboard}:`.
 const SERVER_TAG: &str = "{likeboard}";
@@ -86,6 +95,17 @@ pub struct Sizes {
     pub restart_history: usize,
     pub restart_calm: Duration,
     pub restart_storm: Duration,
+    /// Capacity: idle event streams asked for (the server's cap may allow
+    /// fewer), likes sent to them and the gap between them, and connects
+    /// sent all at once once the server is at its cap.
+    pub capacity: usize,
+    pub capacity_likes: usize,
+    pub capacity_gap: Duration,
+    pub beyond_cap: usize,
+    /// `--max-subscribers` for the server, if the run sets one: a quick run
+    /// puts the cap just above its small capacity size, so that the part
+    /// beyond the cap runs too without thousands of connections.
+    pub max_subscribers: Option<usize>,
     /// How long idle clients are left before the server is weighed: longer than
     /// tiny_http's pool keeps an idle thread (5 s), so that threads the connect
     /// burst needed for a moment are gone and the figures are the steady state.
@@ -108,6 +128,11 @@ impl Sizes {
             restart_history: 5_000,
             restart_calm: Duration::from_secs(5),
             restart_storm: Duration::from_secs(8),
+            capacity: 15_000,
+            capacity_likes: 5,
+            capacity_gap: Duration::from_secs(1),
+            beyond_cap: 300,
+            max_subscribers: None,
             idle_settle: Duration::from_secs(6),
         }
     }
@@ -124,6 +149,10 @@ impl Sizes {
             restart_history: 1_000,
             restart_calm: Duration::from_secs(2),
             restart_storm: Duration::from_secs(6),
+            capacity: 1_500,
+            capacity_likes: 3,
+            capacity_gap: Duration::from_millis(200),
+            max_subscribers: Some(1_600),
             idle_settle: Duration::from_secs(1),
             ..Sizes::full()
         }
@@ -172,8 +201,7 @@ fn main() {
 fn run(sizes: &Sizes) -> Report {
     let nofile = raise_fd_limit() as usize;
     let redis = RedisServer::start();
-    // Warnings only, so a log line per request does not become part of the cost.
-    let server = Likeboard::builder().redis(&redis).log_level("warn").start();
+    let server = launch(&redis, sizes).start();
     let mut report = Report::new(machine(&redis, nofile), &redis, &server);
     report.load_average.0 = load_average();
     let health = server.healthz();
@@ -218,6 +246,13 @@ fn run(sizes: &Sizes) -> Report {
     report.storm = Some(storm(&server, &redis, sizes, &mut report));
     server.wait_quiet(&redis, &mut report);
 
+    // The bench's own descriptors bound what it can hold: the epoll clients
+    // cost one each (no floor socket pairs in this phase).
+    step("capacity: idle event streams, and connects beyond the cap");
+    let budget = nofile.saturating_sub(RESERVED_FDS);
+    report.capacity = Some(capacity(&server, &redis, sizes, cap, budget, &mut report));
+    server.wait_quiet(&redis, &mut report);
+
     // Last, as it replaces the server with a new process on the same port.
     step("reconnect storm");
     report.server_log_warnings = server.log_warnings();
@@ -227,6 +262,17 @@ fn run(sizes: &Sizes) -> Report {
     report.server_log_warnings.extend(server.log_warnings());
     report.load_average.1 = load_average();
     report
+}
+
+/// How the bench starts its server, the first time and after the restart
+/// storm's SIGKILL: on Redis, logging warnings only (so a log line per request
+/// does not become part of the cost), with the run's `--max-subscribers`.
+pub fn launch(redis: &RedisServer, sizes: &Sizes) -> Launch {
+    let launch = Likeboard::builder().redis(redis).log_level("warn");
+    match sizes.max_subscribers {
+        Some(cap) => launch.args(["--max-subscribers", &cap.to_string()]),
+        None => launch,
+    }
 }
 
 pub fn step(what: &str) {

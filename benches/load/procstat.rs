@@ -207,6 +207,8 @@ fn machine_busy_seconds() -> f64 {
 #[derive(Clone, Copy, Default)]
 pub struct CpuUse {
     pub server: Option<f64>,
+    /// The same in CPU seconds: what a phase's work cost, whatever its length.
+    pub server_secs: Option<f64>,
     /// The server's context switches (all its threads, voluntary or not).
     pub server_switches: u64,
     redis: f64,
@@ -253,11 +255,13 @@ impl CpuMeter {
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);
         let pct = |(pid, before): (u32, f64)| (cpu_seconds(pid) - before) / wall * 100.0;
         let server = self.server.map(pct);
+        let server_secs = server.map(|pct| pct / 100.0 * wall);
         let redis = pct(self.redis);
         let generator = pct((std::process::id(), self.generator));
         let all = (machine_busy_seconds() - self.machine) / wall * 100.0;
         CpuUse {
             server,
+            server_secs,
             server_switches: self.server.map_or(0, |(pid, _)| {
                 context_switches(pid).saturating_sub(self.server_switches)
             }),

@@ -1,7 +1,8 @@
 //! The phases of a run, one function or type each: the direct-Redis ceiling,
 //! like throughput, the connection burst, fan-out at one size with its floor,
-//! the like storm and the reconnect storm (a server restarted under its
-//! clients). Each returns what it measured for `report.rs`; `main.rs`
+//! the like storm (after its senders alone, with no client connected) and
+//! the reconnect storm (a server restarted under its clients); capacity is in
+//! `capacity.rs`. Each returns what it measured for `report.rs`; `main.rs`
 //! runs them in order and waits for the server to be quiet between them.
 
 use std::io::Write;
@@ -68,7 +69,7 @@ impl LikeRun {
         }
     }
 
-    fn from_results(clients: usize, secs: f64, results: &[LikeResult]) -> LikeRun {
+    pub fn from_results(clients: usize, secs: f64, results: &[LikeResult]) -> LikeRun {
         let mut run = LikeRun::empty(clients, secs);
         for r in results {
             run.acked += r.acked;
@@ -305,9 +306,11 @@ pub fn fan_out(
     }
     .run();
     let secs = started.elapsed().as_secs_f64();
-    let cpu = cpu.stop();
     let expected = result.acked * (n - connect_failures) as u64;
     readers.wait_for(expected, Duration::from_secs(10));
+    // Stopped once every event has arrived (not when the last like was
+    // answered), so that the CPU per delivery covers all of the last fan-out.
+    let cpu = cpu.stop();
     let (clients, mut tally) = readers.stop();
     tally.add_shortfall(&clients, &[result.acked]);
     let subscribers = json_u64(&server.healthz(), "subscribers");
@@ -333,28 +336,91 @@ pub fn fan_out(
     }
 }
 
-/// 3: many SSE clients while senders like as fast as they can.
+/// 3: many SSE clients while senders like as fast as they can; and first the
+/// same senders with no client connected, the rate issue 13 compares with.
 pub struct Storm {
     pub clients: usize,
     pub connect_failures: usize,
+    /// The same senders for the same time on comments of their own, right
+    /// before the clients connect.
+    pub alone: LikeRun,
     pub likes: LikeRun,
     pub expected: u64,
     pub tally: Tally,
     pub server_dropped: u64,
+    /// Comments whose score afterwards is not what their sender's replies
+    /// said (both runs): a client could not end on the true final score.
+    pub wrong_scores: usize,
+}
+
+impl Storm {
+    /// The storm's like rate as a share of the rate with no client connected.
+    pub fn kept(&self) -> Option<f64> {
+        let alone = self.alone.rate();
+        (alone > 0.0).then(|| self.likes.rate() / alone)
+    }
 }
 
 pub fn storm(server: &Likeboard, redis: &RedisServer, sizes: &Sizes, report: &mut Report) -> Storm {
     // Each sender likes its own comment, so the k-th like it sends makes
     // score k: that is how a client's event is matched to its send time.
-    let comments: Vec<u64> = (0..sizes.storm_senders)
-        .map(|i| server.add_comment(&format!("storm {i}")))
-        .collect();
+    // The run with no client gets comments of its own for the same reason.
+    let new_comments = |what: &str| -> Vec<u64> {
+        (0..sizes.storm_senders)
+            .map(|i| server.add_comment(&format!("{what} {i}")))
+            .collect()
+    };
+    let alone_comments = new_comments("storm alone");
+    let comments = new_comments("storm");
+
+    step(&format!(
+        "  {} senders for {} s with no client connected",
+        sizes.storm_senders, sizes.storm_secs
+    ));
+    let (alone, alone_acked) = flat_out(server, redis, sizes, &alone_comments, None);
+    let mut wrong_scores = wrong_scores(server, &alone_comments, &alone_acked);
+    // Clients connect with no Last-Event-ID and see only what comes after;
+    // the pump must have passed the alone run's events by then.
+    server.wait_quiet(redis, report);
+
+    step(&format!(
+        "  the same senders with {} clients connected",
+        sizes.storm_clients
+    ));
     let ledger = Ledger::new(&comments, STORM_LOG);
     let n = sizes.storm_clients;
     let (clients, connect_failures) = connect_sse(server.addr, n, &ledger);
     let readers = Readers::start(clients);
     server.wait_for_subscribers(n - connect_failures, report);
+    let (likes, acked) = flat_out(server, redis, sizes, &comments, Some(&ledger));
+    let expected = acked.iter().sum::<u64>() * (n - connect_failures) as u64;
+    readers.wait_for(expected, Duration::from_secs(20));
+    let (clients, mut tally) = readers.stop();
+    tally.add_shortfall(&clients, &acked);
+    let subscribers = json_u64(&server.healthz(), "subscribers");
+    close_all(clients);
+    wrong_scores += self::wrong_scores(server, &comments, &acked);
+    Storm {
+        clients: n,
+        connect_failures,
+        alone,
+        likes,
+        expected,
+        tally,
+        server_dropped: ((n - connect_failures) as u64).saturating_sub(subscribers),
+        wrong_scores,
+    }
+}
 
+/// The storm's senders: one keep-alive connection per comment, liking it as
+/// fast as replies come for `storm_secs`; the run, and each sender's acks.
+fn flat_out(
+    server: &Likeboard,
+    redis: &RedisServer,
+    sizes: &Sizes,
+    comments: &[u64],
+    ledger: Option<&Arc<Ledger>>,
+) -> (LikeRun, Vec<u64>) {
     let connections: Vec<HttpConn> = comments
         .iter()
         .map(|_| HttpConn::open(server.addr))
@@ -367,30 +433,26 @@ pub fn storm(server: &Likeboard, redis: &RedisServer, sizes: &Sizes, report: &mu
         .map(|(i, (&comment, http))| LikeJob {
             http,
             comment,
-            ledger: Some((Arc::clone(&ledger), i)),
+            ledger: ledger.map(|l| (Arc::clone(l), i)),
             max_likes: STORM_LOG as u64 - 1,
             until,
             gap: None,
         })
         .collect();
     let (results, secs, cpu) = send_likes(server, redis, jobs);
-    let acked: Vec<u64> = results.iter().map(|r| r.acked).collect();
-    let expected = acked.iter().sum::<u64>() * (n - connect_failures) as u64;
-    readers.wait_for(expected, Duration::from_secs(20));
-    let (clients, mut tally) = readers.stop();
-    tally.add_shortfall(&clients, &acked);
-    let subscribers = json_u64(&server.healthz(), "subscribers");
-    close_all(clients);
-    let mut likes = LikeRun::from_results(sizes.storm_senders, secs, &results);
-    likes.cpu = cpu;
-    Storm {
-        clients: n,
-        connect_failures,
-        likes,
-        expected,
-        tally,
-        server_dropped: ((n - connect_failures) as u64).saturating_sub(subscribers),
-    }
+    let acked = results.iter().map(|r| r.acked).collect();
+    let mut run = LikeRun::from_results(comments.len(), secs, &results);
+    run.cpu = cpu;
+    (run, acked)
+}
+
+/// How many of `comments` the API reports with a score other than `acked`.
+fn wrong_scores(server: &Likeboard, comments: &[u64], acked: &[u64]) -> usize {
+    comments
+        .iter()
+        .zip(acked)
+        .filter(|(&c, &a)| server.score_of(c) != Some(a))
+        .count()
 }
 
 /// 5b: one thread writing a frame to N connected loopback sockets, read by the
@@ -544,11 +606,7 @@ pub fn restart_storm(
     let killed = Instant::now();
     server.kill();
     drop(server);
-    let server = Likeboard::builder()
-        .redis(redis)
-        .log_level("warn")
-        .listen(addr)
-        .start();
+    let server = crate::launch(redis, sizes).listen(addr).start();
     let up = Instant::now();
     // CPU from the restart on: the new process is the one the storm hits.
     let cpu = CpuMeter::start(Some(server.pid()), redis.pid());
