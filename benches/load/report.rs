@@ -843,9 +843,9 @@ impl Report {
         if sizes.quick {
             let _ = writeln!(
                 w,
-                "Quick sizes: every target below names a size (1,000 and 5,000 clients, a \
-                 1,000-client storm, 15,000 streams) that only a full run reaches, so each is \
-                 \"not run\"; the measured column still shows what the small sizes gave.\n"
+                "Quick sizes: the targets below that name a size (1,000 and 5,000 clients, a \
+                 1,000-client storm, 15,000 streams) are reached only in a full run, so they \
+                 say \"not run\"; the measured column still shows what the small sizes gave.\n"
             );
         }
         table_head(w, "| target | measured | ratio | verdict |");
@@ -936,6 +936,33 @@ impl Report {
                     judged(failed + dropped + off + s.wrong_scores as u64 == 0),
                 );
             }
+        }
+
+        // Memory and likes: the issue's own figures, from phases 1 and 4.
+        let base = self.memory.first().map(|m| m.1).unwrap_or_default();
+        let rss_5000 = self
+            .memory
+            .iter()
+            .find(|(n, _)| *n == 5_000)
+            .map(|(n, m)| (m.rss_kib as f64 - base.rss_kib as f64) / *n as f64);
+        row(
+            "RSS ≤ 10 KiB per idle event stream at 5,000",
+            rss_5000.map_or("not run at 5,000".into(), |v| format!("{v:.2} KiB")),
+            rss_5000.map_or("-".into(), |v| format!("{:.2}× the target", v / 10.0)),
+            rss_5000.map(|v| v <= 10.0),
+        );
+        if let Some(l) = &self.likes {
+            let (rate, p99) = (l.rate(), l.latency.p99());
+            let share = self.ceiling.as_ref().map(|c| rate / c.rate().max(1.0));
+            row(
+                "likes: ≥ 30,000/s with p99 ≤ 2 ms, or ≥ 65% of the direct-Redis ceiling",
+                format!("{} likes/s, p99 {}", int(rate as u64), ms(p99)),
+                share.map_or("-".into(), |s| format!("{:.0}% of the ceiling", s * 100.0)),
+                Some(
+                    (rate >= 30_000.0 && p99.is_some_and(|p| p <= 2.0))
+                        || share.is_some_and(|s| s >= 0.65),
+                ),
+            );
         }
 
         let capacity = self.capacity.as_ref();
