@@ -43,17 +43,28 @@ impl Worker {
         // read half so tiny_http's pool thread parked on it is freed. The hold
         // goes with the socket's writer, and is dropped just before it.
         let hold = self.guard.stream(peer);
-        let subscription = self.app.hub.subscribe(&opts.board);
+        let sub = match self.app.hub.subscribe(&opts.board) {
+            Ok(sub) => sub,
+            Err(refusal) => {
+                // Over the cap or stopping: answered on this thread, costing
+                // none. Then the reading ends at once, or tiny_http's pool
+                // thread would wait on the connection for a next request
+                // (a thread and two descriptors per refused client, for the
+                // request timeout; in a connect storm at the cap, thousands).
+                let mut wire = Wire::new(Box::new(request.into_writer()), framing);
+                sse::stream::refuse(&mut wire, refusal);
+                self.guard.shut_read(peer, &hold);
+                // As in `Held`: the hold goes before the socket.
+                drop(hold);
+                drop(wire);
+                return;
+            }
+        };
         let writer = Held {
             _hold: hold,
             inner: request.into_writer(),
         };
         let wire = Wire::new(Box::new(writer), framing);
-        let sub = match subscription {
-            Ok(sub) => sub,
-            // Over the cap or stopping: answered on this thread, costing none.
-            Err(refusal) => return sse::stream::refuse(wire, refusal),
-        };
         let app = Arc::clone(&self.app);
         let streams = Arc::clone(&self.streams);
         streams.fetch_add(1, Ordering::SeqCst);

@@ -93,7 +93,7 @@ pub fn serve(
 /// caller's thread: no writer thread is spent on it. A 503 would make
 /// EventSource give up for good, so this is a 200 with a jittered retry hint
 /// and an empty stream.
-pub fn refuse(mut wire: Wire, refusal: SubscribeError) {
+pub fn refuse(wire: &mut Wire, refusal: SubscribeError) {
     if let SubscribeError::Full { cap } = refusal {
         log::warn!("SSE client refused: at the cap of {cap} subscribers");
     }
