@@ -47,13 +47,17 @@ impl Worker {
             Ok(sub) => sub,
             Err(refusal) => {
                 // Over the cap or stopping: answered on this thread, costing
-                // none. Then the reading ends at once, or tiny_http's pool
-                // thread would wait on the connection for a next request
-                // (a thread and two descriptors per refused client, for the
-                // request timeout; in a connect storm at the cap, thousands).
+                // none. The connection stays with tiny_http, whose pool thread
+                // waits on it for a next request until the client closes it
+                // or the request timeout: a thread and two descriptors for up
+                // to 10 s per refused client. Ending the reading here instead
+                // (`Guard::shut_read`) makes the worker wait for the guard's
+                // next look, which in a connect storm at the cap (15,000
+                // streams for the guard to walk) held every worker long enough
+                // that two thirds of a 300-connect burst timed out (`make
+                // bench`, capacity phase): a refusal must stay cheap.
                 let mut wire = Wire::new(Box::new(request.into_writer()), framing);
                 sse::stream::refuse(&mut wire, refusal);
-                self.guard.shut_read(peer, &hold);
                 // As in `Held`: the hold goes before the socket.
                 drop(hold);
                 drop(wire);
