@@ -154,7 +154,7 @@ pub fn run(
                 _ => {}
             }
         }
-        let first = match wait(&sub.rx, pokes, beat_due) {
+        let first = match wait(sub, pokes, beat_due) {
             Wake::Batch(batch) => batch,
             Wake::Closed => return End::Unsubscribed,
             Wake::Dropped => return End::Dropped,
@@ -244,19 +244,21 @@ enum Wake {
 /// Waits for the next thing the writer must act on, until `beat_due`;
 /// `pokes` is the fault panel's channel, if it holds this stream.
 ///
-/// Without the fault panel (every real deployment) the writer waits on its
-/// one channel with `recv_deadline`: one futex wait per wake-up. A `select!`
+/// Without the fault panel (every real deployment) the writer parks until the
+/// hub wakes it ([`Subscription::wait`]): one futex wait per wake-up, with no
+/// spinning or yielding first. A `select!`
 /// over three sources registers and unregisters the thread with each of them
 /// on every wake, which is what a like storm multiplies by every client; it is
 /// kept for `--classroom`, whose pokes need their own channel.
 fn wait(
-    rx: &crossbeam_channel::Receiver<Message>,
+    sub: &Subscription<Message>,
     pokes: Option<&crossbeam_channel::Receiver<Poke>>,
     beat_due: Instant,
 ) -> Wake {
     use crossbeam_channel::RecvTimeoutError;
+    let rx = &sub.rx;
     let Some(pokes) = pokes else {
-        return match rx.recv_deadline(beat_due) {
+        return match sub.wait(beat_due) {
             Ok(batch) => Wake::Batch(batch),
             Err(RecvTimeoutError::Timeout) => Wake::Beat,
             Err(RecvTimeoutError::Disconnected) => Wake::Closed,
