@@ -142,7 +142,9 @@ impl<T> Subscription<T> {
     /// channel stays the queue. A wake-up that comes before the park is not
     /// lost: `unpark` leaves a token that the next `park` takes at once.
     pub fn wait(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        let _ = self.standing.writer.set(thread::current());
+        if self.standing.writer.get().is_none() {
+            let _ = self.standing.writer.set(thread::current());
+        }
         loop {
             match self.rx.try_recv() {
                 Ok(msg) => return Ok(msg),

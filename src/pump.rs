@@ -156,7 +156,8 @@ impl Pump<'_> {
         let position = ring.as_ref().and_then(|r| r.position());
         if let Some(at) = position {
             if events.first().is_some_and(|e| e.id <= at) {
-                if events.last().is_some_and(|e| e.id <= at) && self.went_back(board, at) {
+                let all_old = events.last().is_some_and(|e| e.id <= at);
+                if all_old && ring.as_ref().is_some_and(|r| self.went_back(board, r, at)) {
                     return;
                 }
                 events.retain(|e| e.id > at);
@@ -275,13 +276,10 @@ impl Pump<'_> {
     /// An event at or below the board's position: a duplicate (the pump read
     /// it from the log already) or the store's ids went back. Asks the store
     /// which; true if they went back (and the board was reset).
-    fn went_back(&self, board: &Board, at: u64) -> bool {
-        let Some(ring) = self.rings.get(board) else {
-            return false;
-        };
+    fn went_back(&self, board: &Board, ring: &Recent, at: u64) -> bool {
         match self.store.last_event_id(board) {
             Ok(newest) if newest < at => {
-                self.rewind(board, &ring, at, newest);
+                self.rewind(board, ring, at, newest);
                 true
             }
             _ => false,

@@ -51,10 +51,12 @@ pub const DEFAULT_BYTES: usize = 16 << 20;
 pub struct Recent {
     /// Many writers read it at once during a storm; only the pump writes.
     ring: RwLock<Ring>,
-    /// Whether it was filled from the store (`Rings::open` fills it once).
-    filled: AtomicBool,
-    /// The newest id the fill read up to (`None` before it ran).
+    /// The newest id the fill read up to: `None` until a fill succeeded
+    /// (`Rings::open` fills it once, and again after a failed try).
     filled_to: RwLock<Option<u64>>,
+    /// Set by whoever fills it, so a crowd opening a cold board fills it once
+    /// (the others read the store meanwhile, in the replay line).
+    filling: AtomicBool,
     /// Most events kept; older batches are dropped whole.
     max_events: usize,
     /// Most bytes of frames kept.
@@ -93,8 +95,8 @@ impl Recent {
     pub fn new(max_events: usize, max_bytes: usize) -> Recent {
         Recent {
             ring: RwLock::new(Ring::default()),
-            filled: AtomicBool::new(false),
             filled_to: RwLock::new(None),
+            filling: AtomicBool::new(false),
             max_events,
             max_bytes,
         }
@@ -244,14 +246,13 @@ impl Recent {
 /// board before the server accepts its first client, and for any other board
 /// when its first stream opens; a store that cannot answer leaves the ring
 /// empty (replays then read the store until the pump has filled it).
-/// True once it has read what it should (a failure is tried again by the
-/// board's next stream).
-pub fn fill(recent: &Recent, store: &dyn Store, board: &Board, stream_len: u64) -> bool {
+/// A failure leaves `filled_to` unset, so the board's next stream tries again.
+pub fn fill(recent: &Recent, store: &dyn Store, board: &Board, stream_len: u64) {
     let start = match store.last_event_id(board) {
         Ok(start) => start,
         Err(e) => {
             log::warn!("board {board}: could not fill the ring of recent events ({e})");
-            return false;
+            return;
         }
     };
     let keep = (recent.max_events as u64).min(stream_len);
@@ -268,7 +269,7 @@ pub fn fill(recent: &Recent, store: &dyn Store, board: &Board, stream_len: u64) 
                     "could not fill the ring of recent events ({e}); replays read the store"
                 );
                 recent.clear();
-                return false;
+                return;
             }
         }
     }
@@ -277,7 +278,6 @@ pub fn fill(recent: &Recent, store: &dyn Store, board: &Board, stream_len: u64) 
         "board {board}: {} recent events in memory for replays",
         recent.len()
     );
-    true
 }
 
 /// The rings of every board with streams here lately.
@@ -294,9 +294,6 @@ struct Entry {
     ring: Arc<Recent>,
     /// When a stream last asked for it, or the pump last saw it watched.
     used: Instant,
-    /// Set by whoever fills it, so a crowd opening a cold board fills it once
-    /// (the others read the store meanwhile, in the replay line).
-    filling: Arc<AtomicBool>,
 }
 
 impl Rings {
@@ -318,22 +315,18 @@ impl Rings {
     /// `store` on the board's first stream. Only the first caller fills it,
     /// on its own thread; the others get it as it is meanwhile.
     pub fn open(&self, board: &Board, store: &dyn Store) -> Arc<Recent> {
-        let (ring, filling) = {
+        let ring = {
             let mut rings = lock(&self.rings);
             let entry = rings.entry(board.clone()).or_insert_with(|| Entry {
                 ring: Arc::new(Recent::new(self.max_events, self.max_bytes)),
                 used: Instant::now(),
-                filling: Arc::new(AtomicBool::new(false)),
             });
             entry.used = Instant::now();
-            (Arc::clone(&entry.ring), Arc::clone(&entry.filling))
+            Arc::clone(&entry.ring)
         };
-        if !filling.swap(true, Ordering::SeqCst) {
-            if !ring.filled.load(Ordering::SeqCst) {
-                let done = fill(&ring, store, board, self.stream_len);
-                ring.filled.store(done, Ordering::SeqCst);
-            }
-            filling.store(false, Ordering::SeqCst);
+        if ring.filled_to().is_none() && !ring.filling.swap(true, Ordering::SeqCst) {
+            fill(&ring, store, board, self.stream_len);
+            ring.filling.store(false, Ordering::SeqCst);
         }
         ring
     }

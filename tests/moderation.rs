@@ -110,12 +110,7 @@ fn listing(addr: SocketAddr, board: &str) -> (Vec<(u64, u64)>, bool) {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let json = r.json();
-    let comments = json["comments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["id"].as_u64().unwrap(), c["score"].as_u64().unwrap()))
-        .collect();
+    let comments = support::id_scores(&json);
     (comments, json["locked"].as_bool().unwrap())
 }
 

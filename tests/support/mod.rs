@@ -696,6 +696,18 @@ pub fn visitor(n: u64) -> String {
     format!("{id}.{sig}")
 }
 
+/// A listing's comments as (id, score) pairs, in ranking order (the JSON of
+/// `GET .../comments`).
+#[allow(dead_code, reason = "only the suites that read listings call it")]
+pub fn id_scores(list: &serde_json::Value) -> Vec<(u64, u64)> {
+    list["comments"]
+        .as_array()
+        .expect("a listing's comments")
+        .iter()
+        .map(|c| (c["id"].as_u64().unwrap(), c["score"].as_u64().unwrap()))
+        .collect()
+}
+
 /// One bodiless request on a fresh connection to `to` from the loopback
 /// address `source` (127.0.0.x: each is its own client address to whoever
 /// answers, the server or a proxy in front of it).

@@ -11,7 +11,7 @@ use crate::board::Board;
 use crate::store::{Comment, Event, EventKind, LikeOp, StoreError, StoreResult};
 
 /// Parses stream entries `[[id, [field, value, ...]], ...]` into events (from
-/// `XREAD` here, from `XRANGE` in the store's `history`).
+/// `XRANGE`, in the store's `history`).
 pub(super) fn parse_entries(value: Value) -> StoreResult<Vec<Event>> {
     let entries = match value {
         Value::Array(entries) => entries,
