@@ -2,7 +2,8 @@
 #
 #   make run          build and serve on http://127.0.0.1:8080 (in-memory store)
 #   make test         install what the tests need, then fmt, clippy and every test suite
-#   make bench        the load benchmark; `make bench-quick` for a short run
+#   make bench        the load benchmark; `make bench-quick` for a short run;
+#                     ONLY=storm (or another phase) runs one phase
 #
 # Pass flags to the server with ARGS, e.g. `make run ARGS="--seed-routes"`.
 # Set REDIS_URL (or ARGS="--redis-url ...") to run against Redis.
@@ -100,8 +101,12 @@ fmt-check:
 lint:
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
+# ONLY=PHASE runs one phase (burst, ceiling, likes, fan-out, storm, capacity,
+# restart) into target/bench-only.md, e.g. `make bench ONLY=storm`.
+BENCH_ONLY = $(if $(ONLY),--only $(ONLY))
+
 bench:
-	$(CARGO) bench --bench load
+	$(CARGO) bench --bench load -- $(BENCH_ONLY)
 
 bench-quick:
-	$(CARGO) bench --bench load -- --quick
+	$(CARGO) bench --bench load -- --quick $(BENCH_ONLY)

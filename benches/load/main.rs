@@ -110,6 +110,9 @@ pub struct Sizes {
     /// tiny_http's pool keeps an idle thread (5 s), so that threads the connect
     /// burst needed for a moment are gone and the figures are the steady state.
     pub idle_settle: Duration,
+    /// `--only PHASE`: run that phase alone (for working on one figure; the
+    /// report goes to `target/bench-only.md`, never BENCHMARKS.md).
+    pub only: Option<String>,
 }
 
 impl Sizes {
@@ -134,6 +137,7 @@ impl Sizes {
             beyond_cap: 300,
             max_subscribers: None,
             idle_settle: Duration::from_secs(6),
+            only: None,
         }
     }
 
@@ -168,25 +172,42 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    if let Some(bad) = args
+    let only = args
         .iter()
-        .find(|a| a.starts_with("--") && *a != "--bench" && *a != "--quick")
-    {
-        eprintln!("load: unknown flag {bad}; the only flag is --quick");
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1).cloned().unwrap_or_default());
+    if let Some(phase) = only.as_deref().filter(|p| !PHASES.contains(p)) {
+        eprintln!(
+            "load: --only takes one of {}; not {phase:?}",
+            PHASES.join(", ")
+        );
+        std::process::exit(2);
+    }
+    let flag_value = only.as_deref();
+    if let Some(bad) = args.iter().find(|a| {
+        a.starts_with("--") && !["--bench", "--quick", "--only"].contains(&a.as_str())
+            || (!a.starts_with("--") && Some(a.as_str()) != flag_value)
+    }) {
+        eprintln!("load: unknown argument {bad}; the flags are --quick and --only PHASE");
         std::process::exit(2);
     }
     epoch();
-    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let sizes = Sizes {
+        only,
+        ..if quick { Sizes::quick() } else { Sizes::full() }
+    };
     let started = Instant::now();
     let report = run(&sizes);
     let markdown = report.markdown(&sizes, started.elapsed());
     println!("\n{markdown}");
-    let path = if quick {
+    let path = if sizes.only.is_some() {
+        target_dir().join("bench-only.md")
+    } else if quick {
         target_dir().join("bench-quick.md")
     } else {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md")
     };
-    let kept = if quick {
+    let kept = if quick || sizes.only.is_some() {
         String::new()
     } else {
         kept_notes(&path)
@@ -194,6 +215,18 @@ fn main() {
     match std::fs::write(&path, format!("{markdown}{kept}")) {
         Ok(()) => println!("wrote {}", path.display()),
         Err(e) => eprintln!("load: could not write {}: {e}", path.display()),
+    }
+}
+
+/// The phases `--only` can pick, in the order a full run takes them.
+const PHASES: [&str; 7] = [
+    "burst", "ceiling", "likes", "fan-out", "storm", "capacity", "restart",
+];
+
+impl Sizes {
+    /// Whether this run takes `phase` (every phase unless `--only`).
+    fn runs(&self, phase: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == phase)
     }
 }
 
@@ -210,24 +243,37 @@ fn run(sizes: &Sizes) -> Report {
 
     // First, while tiny_http's pool is at its minimum of threads (4): that is
     // when a burst of connections can leave one unserved.
-    step("a burst of new keep-alive connections");
-    report.burst = Some(Burst::measure(server.addr, sizes.like_clients));
-    server.wait_quiet(&redis, &mut report);
+    if sizes.runs("burst") {
+        step("a burst of new keep-alive connections");
+        report.burst = Some(Burst::measure(server.addr, sizes.like_clients));
+        server.wait_quiet(&redis, &mut report);
+    }
 
     // 5a while the server is idle: the ceiling the like path can reach.
-    step("limit: the like script straight against Redis");
-    report.ceiling = Some(direct_ceiling(&redis, sizes));
-    server.wait_quiet(&redis, &mut report);
+    if sizes.runs("ceiling") || sizes.runs("likes") {
+        step("limit: the like script straight against Redis");
+        report.ceiling = Some(direct_ceiling(&redis, sizes));
+        server.wait_quiet(&redis, &mut report);
+    }
 
-    step("like throughput");
-    report.likes = Some(like_throughput(&server, &redis, sizes));
-    server.wait_quiet(&redis, &mut report);
-    report.memory.push((0, server.idle_snapshot(&redis)));
+    if sizes.runs("likes") {
+        step("like throughput");
+        report.likes = Some(like_throughput(&server, &redis, sizes));
+        server.wait_quiet(&redis, &mut report);
+    }
+    if sizes.runs("likes") || sizes.runs("fan-out") {
+        report.memory.push((0, server.idle_snapshot(&redis)));
+    }
 
     // The largest size is what fits: the server's cap, and our descriptors
     // (the floor holds both ends of every socket pair).
     let fits = cap.min(nofile.saturating_sub(RESERVED_FDS) / 2);
-    for &asked in &sizes.fan_out {
+    let fan_out_sizes = if sizes.runs("fan-out") {
+        &sizes.fan_out[..]
+    } else {
+        &[]
+    };
+    for &asked in fan_out_sizes {
         let n = asked.min(fits);
         let limited_by = (n < asked).then(|| {
             if n == cap {
@@ -242,24 +288,30 @@ fn run(sizes: &Sizes) -> Report {
         server.wait_quiet(&redis, &mut report);
     }
 
-    step("like storm");
-    report.storm = Some(storm(&server, &redis, sizes, &mut report));
-    server.wait_quiet(&redis, &mut report);
+    if sizes.runs("storm") {
+        step("like storm");
+        report.storm = Some(storm(&server, &redis, sizes, &mut report));
+        server.wait_quiet(&redis, &mut report);
+    }
 
     // The bench's own descriptors bound what it can hold: the epoll clients
     // cost one each (no floor socket pairs in this phase).
-    step("capacity: idle event streams, and connects beyond the cap");
-    let budget = nofile.saturating_sub(RESERVED_FDS);
-    report.capacity = Some(capacity(&server, &redis, sizes, cap, budget, &mut report));
-    server.wait_quiet(&redis, &mut report);
+    if sizes.runs("capacity") {
+        step("capacity: idle event streams, and connects beyond the cap");
+        let budget = nofile.saturating_sub(RESERVED_FDS);
+        report.capacity = Some(capacity(&server, &redis, sizes, cap, budget, &mut report));
+        server.wait_quiet(&redis, &mut report);
+    }
 
     // Last, as it replaces the server with a new process on the same port.
-    step("reconnect storm");
     report.server_log_warnings = server.log_warnings();
-    let (restart, server) = restart_storm(server, &redis, sizes, &mut report);
-    report.restart = Some(restart);
-    server.wait_quiet(&redis, &mut report);
-    report.server_log_warnings.extend(server.log_warnings());
+    if sizes.runs("restart") {
+        step("reconnect storm");
+        let (restart, server) = restart_storm(server, &redis, sizes, &mut report);
+        report.restart = Some(restart);
+        server.wait_quiet(&redis, &mut report);
+        report.server_log_warnings.extend(server.log_warnings());
+    }
     report.load_average.1 = load_average();
     report
 }

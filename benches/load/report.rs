@@ -433,17 +433,48 @@ impl Report {
                     int(f.n as u64)
                 );
             }
-            if f.floor.tally.delivered() != f.floor.expected || f.floor.tally.dropped > 0 {
-                let _ = writeln!(
-                    w,
-                    "\nThe floor at {} sockets delivered {} of {} frames.",
-                    f.floor.n,
-                    f.floor.tally.delivered(),
-                    f.floor.expected
-                );
+            for (floor, name) in [
+                (&f.floor, "floor"),
+                (&f.threaded, "thread-per-socket floor"),
+            ] {
+                if floor.tally.delivered() != floor.expected || floor.tally.dropped > 0 {
+                    let _ = writeln!(
+                        w,
+                        "\nThe {name} at {} sockets delivered {} of {} frames.",
+                        floor.n,
+                        floor.tally.delivered(),
+                        floor.expected
+                    );
+                }
             }
         }
         let _ = writeln!(w);
+        if !self.fan_out.is_empty() {
+            let _ = writeln!(
+                w,
+                "#### 5c. The design card's own floor: a thread per socket\n\n\
+                 The same sockets and frames, each socket written by a thread of its own: one \
+                 publisher sends the frame to every writer's channel (in a mutex-guarded list, as \
+                 the hub keeps them) and unparks it; the writer, under `SCHED_BATCH` like the \
+                 server's, writes the frame and parks again. No HTTP, framing or store: what a \
+                 thread per client costs by itself on this machine.\n"
+            );
+            table_head(w, "| clients | p50 | p99 | max | its p99 / one-thread floor p99 | server p99 / its p99 |");
+            for f in &self.fan_out {
+                let t = &f.threaded.tally.latency;
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | **{}** | {} | {} | {} |",
+                    int(f.n as u64),
+                    ms(t.p50()),
+                    ms(t.p99()),
+                    ms(t.max_ms()),
+                    ratio(t.p99(), f.floor.tally.latency.p99()),
+                    ratio(f.tally.latency.p99(), t.p99()),
+                );
+            }
+            let _ = writeln!(w);
+        }
 
         if let Some(s) = &self.storm {
             self.storm_section(w, sizes, s);
@@ -874,11 +905,14 @@ impl Report {
             row(
                 &target,
                 format!(
-                    "p99 {}, floor p99 {}; {} missed or dropped; server CPU {} per delivery",
+                    "p99 {}, floor p99 {}; {} missed or dropped; server CPU {} per delivery; \
+                     a thread per socket alone (5c): p99 {}, {} the floor",
                     ms(p99),
                     ms(floor),
                     lost,
-                    us(cpu_per(f.likes.cpu.server_secs, f.tally.delivered()))
+                    us(cpu_per(f.likes.cpu.server_secs, f.tally.delivered())),
+                    ms(f.threaded.tally.latency.p99()),
+                    ratio(f.threaded.tally.latency.p99(), floor),
                 ),
                 ratio(p99, floor),
                 match (p99, floor) {

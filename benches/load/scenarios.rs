@@ -270,6 +270,8 @@ pub struct FanOut {
     /// Clients the server no longer counted at the end of the phase.
     pub server_dropped: u64,
     pub floor: Floor,
+    /// 5c: the same frames written by a thread per socket.
+    pub threaded: Floor,
 }
 
 pub fn fan_out(
@@ -322,6 +324,10 @@ pub fn fan_out(
     server.wait_quiet_after_close(report);
     step(&format!("fan-out floor at {n} sockets"));
     let floor = Floor::measure(n, sizes.fan_out_likes, sizes.fan_out_gap);
+    step(&format!(
+        "fan-out floor, a thread per socket, at {n} sockets"
+    ));
+    let threaded = Floor::threaded(n, sizes.fan_out_likes, sizes.fan_out_gap);
     FanOut {
         asked,
         n,
@@ -333,6 +339,7 @@ pub fn fan_out(
         tally,
         server_dropped,
         floor,
+        threaded,
     }
 }
 
@@ -457,14 +464,40 @@ fn wrong_scores(server: &Likeboard, comments: &[u64], acked: &[u64]) -> usize {
 
 /// 5b: one thread writing a frame to N connected loopback sockets, read by the
 /// same epoll readers as the SSE clients: the least fan-out can cost here.
+/// 5c, [`Floor::threaded`]: the same sockets each written by a thread of its
+/// own, the least the design card's thread per client can cost.
 pub struct Floor {
     pub n: usize,
     pub tally: Tally,
     pub expected: u64,
 }
 
+/// How a floor's frames reach its sockets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writers {
+    /// One loop writes every socket in turn (the seed's way).
+    OneThread,
+    /// A thread per socket, parked until a publisher hands it the frame
+    /// through its own channel and unparks it.
+    PerSocket,
+}
+
 impl Floor {
     pub fn measure(n: usize, frames: usize, gap: Duration) -> Floor {
+        Floor::run(n, frames, gap, Writers::OneThread)
+    }
+
+    /// 5c: what the design card costs by itself. One publisher sends each
+    /// frame to every writer's channel (a crossbeam channel in a
+    /// mutex-guarded list, as the hub keeps them) and unparks the writer;
+    /// each writer runs under `SCHED_BATCH` (as the server's do), takes the
+    /// frame and writes it to its socket, and parks again. No HTTP, no
+    /// chunk framing, no store: only the thread per client.
+    pub fn threaded(n: usize, frames: usize, gap: Duration) -> Floor {
+        Floor::run(n, frames, gap, Writers::PerSocket)
+    }
+
+    fn run(n: usize, frames: usize, gap: Duration, writers: Writers) -> Floor {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the floor's listener");
         let addr = listener.local_addr().expect("the floor listener's address");
         let sent_at: Arc<Vec<AtomicU64>> =
@@ -490,20 +523,93 @@ impl Floor {
         let readers = Readers::start(clients);
         let frame = [b'x'; FLOOR_FRAME];
         let started = Instant::now();
-        for (k, slot) in sent_at.iter().enumerate() {
-            thread::sleep((started + gap * k as u32).saturating_duration_since(Instant::now()));
-            slot.store(now_ns(), Ordering::SeqCst);
-            for socket in &mut servers {
-                let _ = socket.write_all(&frame);
+        let expected = (n * frames) as u64;
+        match writers {
+            Writers::OneThread => {
+                for (k, slot) in sent_at.iter().enumerate() {
+                    pace(started, gap, k);
+                    slot.store(now_ns(), Ordering::SeqCst);
+                    for socket in &mut servers {
+                        let _ = socket.write_all(&frame);
+                    }
+                }
+                readers.wait_for(expected, Duration::from_secs(10));
+            }
+            Writers::PerSocket => {
+                let (list, handles) = spawn_floor_writers(std::mem::take(&mut servers));
+                for (k, slot) in sent_at.iter().enumerate() {
+                    pace(started, gap, k);
+                    slot.store(now_ns(), Ordering::SeqCst);
+                    let frame = Arc::new(frame);
+                    for (tx, writer) in list.lock().expect("the floor writers' list").iter() {
+                        let _ = tx.send(Arc::clone(&frame));
+                        writer.unpark();
+                    }
+                }
+                readers.wait_for(expected, Duration::from_secs(10));
+                // Their channels gone, the writers end and hand back their sockets.
+                let parked: Vec<_> = list
+                    .lock()
+                    .expect("the floor writers' list")
+                    .drain(..)
+                    .map(|(_, w)| w)
+                    .collect();
+                parked.iter().for_each(thread::Thread::unpark);
+                servers = handles.into_iter().filter_map(|h| h.join().ok()).collect();
             }
         }
-        let expected = (n * frames) as u64;
-        readers.wait_for(expected, Duration::from_secs(10));
         let (clients, tally) = readers.stop();
         close_all(clients);
         close_all(servers.into_iter().map(|s| Conn::new(s, ())).collect());
         Floor { n, tally, expected }
     }
+}
+
+/// Sleeps until the `k`th frame is due, `gap` apart from `started`.
+fn pace(started: Instant, gap: Duration, k: usize) {
+    thread::sleep((started + gap * k as u32).saturating_duration_since(Instant::now()));
+}
+
+/// Each writer's channel and thread, in the list the publisher walks.
+type FloorList = std::sync::Mutex<
+    Vec<(
+        crossbeam_channel::Sender<Arc<[u8; FLOOR_FRAME]>>,
+        thread::Thread,
+    )>,
+>;
+
+/// Starts a writer thread per socket for [`Floor::threaded`]; each one gives
+/// its socket back when its channel closes.
+fn spawn_floor_writers(sockets: Vec<TcpStream>) -> (Arc<FloorList>, Vec<JoinHandle<TcpStream>>) {
+    let list: Arc<FloorList> = Arc::new(std::sync::Mutex::new(Vec::with_capacity(sockets.len())));
+    let handles = sockets
+        .into_iter()
+        .map(|mut socket| {
+            let (tx, rx) = crossbeam_channel::unbounded::<Arc<[u8; FLOOR_FRAME]>>();
+            let handle = thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let param = libc::sched_param { sched_priority: 0 };
+                    // SAFETY: pid 0 is this thread; the call only reads `param`.
+                    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+                    loop {
+                        match rx.try_recv() {
+                            Ok(frame) => {
+                                let _ = socket.write_all(&frame[..]);
+                            }
+                            Err(crossbeam_channel::TryRecvError::Empty) => thread::park(),
+                            Err(crossbeam_channel::TryRecvError::Disconnected) => return socket,
+                        }
+                    }
+                })
+                .expect("spawning a floor writer");
+            list.lock()
+                .expect("the floor writers' list")
+                .push((tx, handle.thread().clone()));
+            handle
+        })
+        .collect();
+    (list, handles)
 }
 
 /// Likes one restart-storm sender may send (its send-time log is preallocated).
