@@ -127,6 +127,8 @@ pub fn run(
     // Grows on demand and is freed after a large write, like the wire's frame
     // buffer (`wire::KEEP_BYTES`).
     let mut buf = Vec::new();
+    // One wake-up's batches; the same allocation for the stream's life.
+    let mut batches: Vec<Message> = Vec::new();
     // Heartbeats are due a heartbeat period after the last write, not after the
     // last wake-up: a batch with nothing for this client (a viewer count it did
     // not ask for) must not keep postponing them, or a dead peer goes unnoticed.
@@ -175,7 +177,9 @@ pub fn run(
         };
         // Coalesce: everything already queued goes out in the same write,
         // folded (`frame::fold`: of several likes of a comment, the newest).
-        let batches: Vec<Message> = std::iter::once(first).chain(sub.rx.try_iter()).collect();
+        batches.clear();
+        batches.push(first);
+        batches.extend(sub.rx.try_iter());
         let mut pending: Vec<&Encoded> = Vec::new();
         let mut viewers = None;
         for batch in &batches {
@@ -219,6 +223,7 @@ pub fn run(
             continue;
         }
         let sent = out.send(&buf);
+        batches.clear();
         release_if_large(&mut buf);
         if sent.is_err() {
             return End::ClientLeft;
