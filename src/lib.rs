@@ -202,6 +202,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         log::warn!("cannot read the blocks yet ({e}); will keep trying");
     }
     let _blocks = blocks.spawn_refresher(Arc::clone(&stop));
+    let coalesce = config.coalesce;
     let app = Arc::new(App {
         store: Arc::clone(&store),
         replayer,
@@ -239,6 +240,7 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         hub,
         rings,
         Arc::clone(&pump_stats),
+        coalesce,
         Arc::clone(&stop),
     );
     // Events are heard only once the pump's reader is subscribed; a write

@@ -272,6 +272,12 @@ impl Metrics {
             counter(pump.events.load(Ordering::Relaxed)),
         );
         registry.register(
+            "pump_batches",
+            "Batches the pump handed to the hub, each one send to every stream of its board \
+             (fewer than events when a storm is coalesced, --coalesce-ms)",
+            counter(pump.batches.load(Ordering::Relaxed)),
+        );
+        registry.register(
             "pump_recovered_events",
             "Events the pump read from a board's log because the feed did not bring them",
             counter(pump.recovered.load(Ordering::Relaxed)),

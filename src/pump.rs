@@ -55,6 +55,8 @@ pub struct PumpStats {
     pub last_delivered: AtomicU64,
     /// Events handed to the hub since start.
     pub events: AtomicU64,
+    /// Batches handed to the hub since start (one per board per hand-out).
+    pub batches: AtomicU64,
     /// Failed reads since start.
     pub errors: AtomicU64,
     /// Events the pump read from a log itself: gaps and lost last events.
@@ -69,6 +71,15 @@ struct Pump<'a> {
     hub: &'a Hub<Message>,
     rings: &'a Rings,
     stats: &'a PumpStats,
+    /// The least time between two hand-outs (`--coalesce-ms`). Each hand-out
+    /// costs a send to every stream's channel and wakes every writer, so
+    /// under a storm, events handed out one by one cost the CPU that the
+    /// likes themselves need (`make bench`, the like storm). After a
+    /// hand-out the pump waits out the rest of this before reading again:
+    /// an event after a quiet spell goes at once, a storm's go in batches,
+    /// at most one per board per period, which writers fold further
+    /// (`sse::frame::fold`).
+    coalesce: Duration,
 }
 
 /// Starts the pump thread. Runs until `stop` is set.
@@ -80,6 +91,7 @@ pub fn spawn(
     hub: Arc<Hub<Message>>,
     rings: Arc<Rings>,
     stats: Arc<PumpStats>,
+    coalesce: Duration,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<()> {
     thread::Builder::new()
@@ -90,6 +102,7 @@ pub fn spawn(
                 hub: &hub,
                 rings: &rings,
                 stats: &stats,
+                coalesce,
             };
             pump.run(&stop);
         })
@@ -108,7 +121,13 @@ impl Pump<'_> {
         let mut owed = false;
         let mut next_try = Instant::now();
         let mut quiet_until = Instant::now() + SWEEP_EVERY;
+        // When the pump last handed events out (see `coalesce`).
+        let mut handed_out: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
+            if let Some(rest) = handed_out.and_then(|at| self.coalesce.checked_sub(at.elapsed())) {
+                // A storm: let its events gather into the next batch.
+                thread::sleep(rest);
+            }
             let now = Instant::now();
             if (owed && now >= next_try) || now >= quiet_until {
                 owed = !self.sweep();
@@ -134,6 +153,7 @@ impl Pump<'_> {
                     if !feed.events.is_empty() {
                         // A busy feed needs no quiet sweep: the next event shows a gap.
                         quiet_until = Instant::now() + SWEEP_EVERY;
+                        handed_out = Some(Instant::now());
                     }
                     for (board, events) in by_board(feed.events) {
                         self.deliver(&board, events);
@@ -191,6 +211,7 @@ impl Pump<'_> {
         self.stats
             .events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
         if board.is_main() {
             self.stats.last_delivered.store(last, Ordering::Relaxed);
         }

@@ -434,3 +434,47 @@ fn help_and_readme_list_every_flag() {
         assert!(help.contains(flag), "--help misses {flag}");
     }
 }
+
+both_backends!(
+    /// A like storm is handed to the hub in batches (`--coalesce-ms`): with a
+    /// 300 ms window, 200 likes from 8 senders make far fewer batches than
+    /// events (each batch is one send to every stream), and a stream still
+    /// ends on the last like's id and the final score, ids rising; the seed's
+    /// stream, which is never folded, still gets every like.
+    storm_is_handed_out_in_batches,
+    |backend: &Backend| {
+        let server = backend.start(&["--coalesce-ms", "300", "--seed-routes", "--heartbeat-secs", "30"]);
+        let id = server.add_comment("storm");
+        let mut events = SseClient::connect(server.addr, "/events", &[]).unwrap();
+        let mut seed = SseClient::connect(server.addr, "/sse", &[]).unwrap();
+        server.wait_subscribers(2, WAIT);
+        let before = wait_for(&server, "likeboard_events_broadcast_total", &[], 1.0);
+        let (events0, batches0) = (
+            value(&before, "likeboard_events_broadcast_total", &[]),
+            value(&before, "likeboard_pump_batches_total", &[]),
+        );
+        for s in support::like_storm(server.addr, 8, 25, move |_, _| id) {
+            s.join().unwrap();
+        }
+        let after = wait_for(&server, "likeboard_events_broadcast_total", &[], events0 + 200.0);
+        let handed = value(&after, "likeboard_events_broadcast_total", &[]) - events0;
+        let batches = value(&after, "likeboard_pump_batches_total", &[]) - batches0;
+        assert_eq!(handed, 200.0);
+        // One batch per window at most, and the storm lasts well under 7 s
+        // even on a slow machine; one by one it would be a batch an event.
+        assert!(batches <= 25.0, "{batches} batches for 200 events");
+        let mut ids = Vec::new();
+        let mut score = 0;
+        while score != 200 {
+            let frame = events.next_event(WAIT).expect("likes up to the final score");
+            ids.push(frame.id().unwrap());
+            score = frame.data_json()["score"].as_u64().unwrap();
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids rise: {ids:?}");
+        assert_eq!(ids.last(), Some(&201), "the last like's id");
+        let seed_ids: Vec<u64> = (0..200)
+            .map(|_| seed.next_event(WAIT).expect("every like").id().unwrap())
+            .collect();
+        assert_eq!(seed_ids, (2..=201).collect::<Vec<u64>>());
+    }
+);

@@ -51,6 +51,9 @@ pub struct Config {
     /// How many of the newest events the process keeps in memory, rendered,
     /// so that replays starting among them read no store (`recent.rs`).
     pub replay_ring: usize,
+    /// Least time between two hand-outs of events to the streams (the pump's
+    /// batching window under a storm; `pump.rs`).
+    pub coalesce: Duration,
     /// Time between heartbeat comments; it keeps proxies from closing an idle
     /// stream, and bounds how long a departed client stays counted: a departure
     /// is noticed only when a write fails, usually the second write after it left.
@@ -105,6 +108,7 @@ impl Default for Config {
             key_prefix: String::new(),
             stream_len: 0,
             replay_ring: 0,
+            coalesce: Duration::ZERO,
             heartbeat: Duration::ZERO,
             max_subscribers: None,
             trusted_proxies: Vec::new(),
@@ -292,6 +296,7 @@ mod tests {
         assert_eq!(c.max_boards, 10_000);
         assert!(c.redis_cluster.is_empty());
         assert_eq!(c.heartbeat, Duration::from_secs(15));
+        assert_eq!(c.coalesce, Duration::from_millis(50));
         assert!(!c.seed_routes);
         assert!(!c.classroom);
         // The rest of the table's values, which Config::default parses too.
