@@ -10,6 +10,7 @@
 
 mod body;
 mod stream;
+pub use stream::STREAM_STACK;
 mod visitor;
 
 use std::io::{self, Write};

@@ -114,6 +114,11 @@ pub struct ProcSnapshot {
     pub rss_kib: u64,
     pub threads: u64,
     pub fds: u64,
+    /// Resident pages of the SSE writers' stacks: the private mappings exactly
+    /// the size the server gives a writer's stack (`STREAM_STACK`), from
+    /// `/proc/PID/smaps`; and how many there are.
+    pub stacks_kib: u64,
+    pub stacks: u64,
     /// The server's CPU (% of one core) while its clients were idle, if measured.
     pub idle_cpu: Option<f64>,
 }
@@ -129,13 +134,46 @@ impl ProcSnapshot {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
+        let (stacks, stacks_kib) = writer_stacks(pid);
         ProcSnapshot {
             rss_kib: field("VmRSS:"),
             threads: field("Threads:"),
             fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64),
+            stacks_kib,
+            stacks,
             idle_cpu: None,
         }
     }
+}
+
+/// The writers' stacks in `/proc/PID/smaps`: how many mappings are exactly a
+/// writer's stack in size (anonymous, read-write, private), and their `Rss:`
+/// in KiB summed. glibc maps a thread's stack with its guard page, then takes
+/// the guard's protection away from it, which leaves the stack a mapping of
+/// its own of exactly the size asked for.
+fn writer_stacks(pid: u32) -> (u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let want = (likeboard::server::STREAM_STACK / 1024) as u64;
+    let (mut count, mut kib) = (0, 0);
+    let mut in_stack = false;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if let Some((start, end)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let size = |h: &str| u64::from_str_radix(h, 16).unwrap_or(0);
+            let perms = words.next().unwrap_or_default();
+            // Anonymous mappings have inode 0 and no path (6th field).
+            let named = line.split_whitespace().nth(5).is_some();
+            in_stack = perms == "rw-p" && !named && (size(end) - size(start)) / 1024 == want;
+            count += u64::from(in_stack);
+        } else if in_stack && first == "Rss:" {
+            kib += words
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    (count, kib)
 }
 
 /// CPU time a process used, in seconds (user + system), from /proc/PID/stat.

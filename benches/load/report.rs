@@ -485,11 +485,12 @@ impl Report {
             w,
             "Measured with the clients connected and idle, {} s after the last one connected \
              (longer than tiny_http's pool keeps an idle thread), from `/proc/PID/status` and \
-             `/proc/PID/fd`; the server's CPU is sampled over the last {} of those seconds.\n",
+             `/proc/PID/fd`; the writers' stacks are the resident pages of the mappings of \
+             their size in `/proc/PID/smaps`, the rest is everything else (heap, mostly); the server's CPU is sampled over the last {} of those seconds.\n",
             (sizes.idle_settle + IDLE_SAMPLE).as_secs(),
             IDLE_SAMPLE.as_secs()
         );
-        table_head(w, "| idle SSE clients | RSS | threads | fds | RSS per client | threads per client | fds per client | server CPU while idle |");
+        table_head(w, "| idle SSE clients | RSS | threads | fds | RSS per client | of which writer stacks | the rest | threads per client | fds per client | server CPU while idle |");
         let base = self.memory.first().map(|m| m.1).unwrap_or_default();
         for (n, m) in &self.memory {
             let per = |now: u64, then: u64| {
@@ -499,9 +500,11 @@ impl Report {
                     format!("{:.2}", (now as f64 - then as f64) / *n as f64)
                 }
             };
+            let rest =
+                |now: &crate::procstat::ProcSnapshot| now.rss_kib.saturating_sub(now.stacks_kib);
             let _ = writeln!(
                 w,
-                "| {} | {} KiB | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} KiB | {} | {} | {} | {} | {} | {} | {} | {} |",
                 int(*n as u64),
                 int(m.rss_kib),
                 m.threads,
@@ -510,6 +513,20 @@ impl Report {
                     "-".into()
                 } else {
                     format!("**{} KiB**", per(m.rss_kib, base.rss_kib))
+                },
+                if *n == 0 {
+                    "-".into()
+                } else {
+                    format!(
+                        "{} KiB ({} stacks)",
+                        per(m.stacks_kib, base.stacks_kib),
+                        m.stacks
+                    )
+                },
+                if *n == 0 {
+                    "-".into()
+                } else {
+                    format!("{} KiB", per(rest(m), rest(&base)))
                 },
                 per(m.threads, base.threads),
                 per(m.fds, base.fds),

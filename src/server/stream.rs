@@ -23,7 +23,7 @@ use crate::sse::{self, Framing, StreamOptions, Wire};
 /// keeps a wide margin for a panic in the writer, whose backtrace (with
 /// `RUST_BACKTRACE`) is printed on this stack and needs far more than a
 /// normal write; the default 2 MiB would only waste address space.
-const STREAM_STACK: usize = 256 * 1024;
+pub const STREAM_STACK: usize = 256 * 1024;
 
 impl Worker {
     /// Takes the raw socket from tiny_http and hands it to a writer thread,
