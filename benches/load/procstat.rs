@@ -177,7 +177,7 @@ fn writer_stacks(pid: u32) -> (u64, u64) {
 }
 
 /// CPU time a process used, in seconds (user + system), from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) in parentheses.
     let fields: Vec<&str> = stat
@@ -251,6 +251,8 @@ pub struct CpuUse {
     pub server_switches: u64,
     redis: f64,
     generator: f64,
+    /// This load generator's CPU seconds over the phase.
+    pub generator_secs: f64,
     pub others: f64,
 }
 
@@ -305,6 +307,7 @@ impl CpuMeter {
             }),
             redis,
             generator,
+            generator_secs: generator / 100.0 * wall,
             others: all - server.unwrap_or(0.0) - redis - generator,
         }
     }

@@ -457,20 +457,32 @@ impl Report {
                  publisher sends the frame to every writer's channel (in a mutex-guarded list, as \
                  the hub keeps them) and unparks it; the writer, under `SCHED_BATCH` like the \
                  server's, writes the frame and parks again. No HTTP, framing or store: what a \
-                 thread per client costs by itself on this machine.\n"
+                 thread per client costs by itself on this machine. CPU per delivery is the bench \
+                 process's (its writers and its epoll readers) for the floors, and the server's \
+                 plus the generator's for the server.\n"
             );
-            table_head(w, "| clients | p50 | p99 | max | its p99 / one-thread floor p99 | server p99 / its p99 |");
+            table_head(w, "| clients | p50 | p99 | max | its p99 / one-thread floor p99 | server p99 / its p99 | CPU per delivery: one thread | a thread per socket | the server, and the generator reading it |");
             for f in &self.fan_out {
                 let t = &f.threaded.tally.latency;
+                let floor_cpu = |floor: &crate::scenarios::Floor| {
+                    us(cpu_per(Some(floor.cpu_secs), floor.tally.delivered()))
+                };
                 let _ = writeln!(
                     w,
-                    "| {} | {} | **{}** | {} | {} | {} |",
+                    "| {} | {} | **{}** | {} | {} | {} | {} | {} | {} + {} |",
                     int(f.n as u64),
                     ms(t.p50()),
                     ms(t.p99()),
                     ms(t.max_ms()),
                     ratio(t.p99(), f.floor.tally.latency.p99()),
                     ratio(f.tally.latency.p99(), t.p99()),
+                    floor_cpu(&f.floor),
+                    floor_cpu(&f.threaded),
+                    us(cpu_per(f.likes.cpu.server_secs, f.tally.delivered())),
+                    us(cpu_per(
+                        Some(f.likes.cpu.generator_secs),
+                        f.tally.delivered()
+                    )),
                 );
             }
             let _ = writeln!(w);

@@ -16,7 +16,7 @@ use crate::clients::{
     close_all, connect_sse, next_visitor, reconnect_sse, recorded_id, Conn, FloorClient, HttpConn,
     Ledger, LikeJob, LikeResult, Readers, Tally, FLOOR_FRAME,
 };
-use crate::procstat::{now_ns, CpuMeter, CpuUse, Histogram};
+use crate::procstat::{cpu_seconds, now_ns, CpuMeter, CpuUse, Histogram};
 use crate::report::Report;
 use crate::support::{Likeboard, RedisServer};
 use crate::{json_u64, step, RedisProbe, ServerProbe, Sizes, WAIT_LIMIT};
@@ -470,6 +470,9 @@ pub struct Floor {
     pub n: usize,
     pub tally: Tally,
     pub expected: u64,
+    /// The bench process's CPU from the first frame until the last was read,
+    /// in seconds: the writers' and the epoll readers' together.
+    pub cpu_secs: f64,
 }
 
 /// How a floor's frames reach its sockets.
@@ -524,7 +527,9 @@ impl Floor {
         let frame = [b'x'; FLOOR_FRAME];
         let started = Instant::now();
         let expected = (n * frames) as u64;
-        match writers {
+        let cpu_before = cpu_seconds(std::process::id());
+        // Metered until the last frame is read (a thread per socket: not its writers' exits).
+        let cpu_secs = match writers {
             Writers::OneThread => {
                 for (k, slot) in sent_at.iter().enumerate() {
                     pace(started, gap, k);
@@ -534,6 +539,7 @@ impl Floor {
                     }
                 }
                 readers.wait_for(expected, Duration::from_secs(10));
+                cpu_seconds(std::process::id()) - cpu_before
             }
             Writers::PerSocket => {
                 let (list, handles) = spawn_floor_writers(std::mem::take(&mut servers));
@@ -547,6 +553,7 @@ impl Floor {
                     }
                 }
                 readers.wait_for(expected, Duration::from_secs(10));
+                let cpu_secs = cpu_seconds(std::process::id()) - cpu_before;
                 // Their channels gone, the writers end and hand back their sockets.
                 let parked: Vec<_> = list
                     .lock()
@@ -556,12 +563,18 @@ impl Floor {
                     .collect();
                 parked.iter().for_each(thread::Thread::unpark);
                 servers = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+                cpu_secs
             }
-        }
+        };
         let (clients, tally) = readers.stop();
         close_all(clients);
         close_all(servers.into_iter().map(|s| Conn::new(s, ())).collect());
-        Floor { n, tally, expected }
+        Floor {
+            n,
+            tally,
+            expected,
+            cpu_secs,
+        }
     }
 }
 
