@@ -160,6 +160,18 @@ fn two_instances_deliver_identical_sequences() {
     let b = backend.start(&[]);
     let comments: Vec<u64> = (0..3).map(|i| a.add_comment(&format!("c{i}"))).collect();
     let (start_scores, start) = board(&a);
+    // Live listeners must not be sent the comments' events: both pumps hand
+    // them out first (within --coalesce-ms of the last write).
+    for server in [&a, &b] {
+        let deadline = Instant::now() + WAIT;
+        while server.get("/healthz").json()["last_event_id"].as_str() != Some(&start.to_string()) {
+            assert!(
+                Instant::now() < deadline,
+                "the pump never reached event {start}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
 
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let mut readers = Vec::new();

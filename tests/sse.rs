@@ -301,8 +301,10 @@ both_backends!(
                 scores.insert(data["id"].as_u64().unwrap(), data["score"].as_u64().unwrap());
             }
         };
-        // A few events on the first connection, then it is gone mid-storm.
-        while ids.len() < 20 {
+        // A few events on the first connection, then it is gone, most likely
+        // mid-storm. (Folded, and handed out at most once per --coalesce-ms,
+        // a storm may come as few as one frame per comment: wait for 4.)
+        while ids.len() < 4 {
             apply(sse.next_event(WAIT).expect("an event before the drop"), &mut ids);
         }
         drop(sse);
