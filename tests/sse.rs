@@ -248,36 +248,6 @@ both_backends!(
     }
 );
 
-/// The scheduling policy of each of the server's threads named `name`, from
-/// `/proc/PID/task/TID/stat` (field 41; the fields after `comm`'s closing
-/// parenthesis start at 3).
-fn policies(pid: u32, name: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let dir = task.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
-        let fields = &stat[stat.rfind(')').unwrap() + 2..];
-        found.push(fields.split(' ').nth(41 - 3).unwrap().parse().unwrap());
-    }
-    found
-}
-
-/// While a stream is open its writer thread runs under SCHED_BATCH (3), so
-/// it never preempts the pump on wake-up; the pump itself stays SCHED_OTHER (0).
-#[test]
-fn writer_threads_run_as_batch_while_streaming() {
-    let server = Backend::memory().start(&[]);
-    let mut sse = SseClient::connect(server.addr, "/events", &[]).unwrap();
-    assert_eq!(sse.next_frame(WAIT).unwrap().raw, "retry: 3000\n\n");
-    server.wait_subscribers(1, WAIT);
-    assert_eq!(policies(server.pid(), "sse"), vec![3]);
-    assert_eq!(policies(server.pid(), "pump"), vec![0]);
-}
-
 both_backends!(
     /// A client that drops in the middle of a like storm (whose likes it gets
     /// folded) and reconnects with the last id it was sent misses nothing: ids

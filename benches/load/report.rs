@@ -398,7 +398,7 @@ impl Report {
              The server's CPU is metered from the first like until every client has read the \
              last one.\n"
         );
-        table_head(w, "| clients | connect | deliveries | p50 | p99 | max | missed | dropped | floor p50 | floor p99 | floor max | p99 / floor p99 | server context switches per delivery | server CPU per delivery | CPU: server | Redis | generator | others |");
+        table_head(w, "| clients | connect | deliveries | p50 | p99 | max | missed | dropped | floor p50 | floor p99 | floor max | p99 / floor p99 | the like's reply p50, max | server context switches per delivery | server CPU per delivery | CPU: server | Redis | generator | others |");
         for f in &self.fan_out {
             let label = match &f.limited_by {
                 Some(_) => format!("{} (asked {})", int(f.n as u64), int(f.asked as u64)),
@@ -406,7 +406,7 @@ impl Report {
             };
             let _ = writeln!(
                 w,
-                "| {label} | {:.1} s{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {label} | {:.1} s{} | {} | {} | {} | {} | {} | {} | {}, {} | {} | {} | {} |",
                 f.connect_secs,
                 if f.connect_failures > 0 {
                     format!(", **{} failed**", f.connect_failures)
@@ -419,6 +419,8 @@ impl Report {
                 ms(f.floor.tally.latency.p99()),
                 ms(f.floor.tally.latency.max_ms()),
                 ratio(f.tally.latency.p99(), f.floor.tally.latency.p99()),
+                ms(f.likes.latency.p50()),
+                ms(f.likes.latency.max_ms()),
                 per(Some(f.likes.cpu.server_switches), f.tally.delivered()),
                 us(cpu_per(f.likes.cpu.server_secs, f.tally.delivered())),
                 f.likes.cpu.cells(),
@@ -455,8 +457,7 @@ impl Report {
                 "#### 5c. The design card's own floor: a thread per socket\n\n\
                  The same sockets and frames, each socket written by a thread of its own: one \
                  publisher sends the frame to every writer's channel (in a mutex-guarded list, as \
-                 the hub keeps them) and unparks it; the writer, under `SCHED_BATCH` like the \
-                 server's, writes the frame and parks again. No HTTP, framing or store: what a \
+                 the hub keeps them) and unparks it; the writer writes the frame and parks again. No HTTP, framing or store: what a \
                  thread per client costs by itself on this machine. CPU per delivery is the bench \
                  process's (its writers and its epoll readers) for the floors, and the server's \
                  plus the generator's for the server.\n"

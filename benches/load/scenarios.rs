@@ -493,8 +493,7 @@ impl Floor {
     /// 5c: what the design card costs by itself. One publisher sends each
     /// frame to every writer's channel (a crossbeam channel in a
     /// mutex-guarded list, as the hub keeps them) and unparks the writer;
-    /// each writer runs under `SCHED_BATCH` (as the server's do), takes the
-    /// frame and writes it to its socket, and parks again. No HTTP, no
+    /// each writer takes the frame, writes it to its socket and parks again. No HTTP, no
     /// chunk framing, no store: only the thread per client.
     pub fn threaded(n: usize, frames: usize, gap: Duration) -> Floor {
         Floor::run(n, frames, gap, Writers::PerSocket)
@@ -601,18 +600,13 @@ fn spawn_floor_writers(sockets: Vec<TcpStream>) -> (Arc<FloorList>, Vec<JoinHand
             let (tx, rx) = crossbeam_channel::unbounded::<Arc<[u8; FLOOR_FRAME]>>();
             let handle = thread::Builder::new()
                 .stack_size(64 * 1024)
-                .spawn(move || {
-                    let param = libc::sched_param { sched_priority: 0 };
-                    // SAFETY: pid 0 is this thread; the call only reads `param`.
-                    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-                    loop {
-                        match rx.try_recv() {
-                            Ok(frame) => {
-                                let _ = socket.write_all(&frame[..]);
-                            }
-                            Err(crossbeam_channel::TryRecvError::Empty) => thread::park(),
-                            Err(crossbeam_channel::TryRecvError::Disconnected) => return socket,
+                .spawn(move || loop {
+                    match rx.try_recv() {
+                        Ok(frame) => {
+                            let _ = socket.write_all(&frame[..]);
                         }
+                        Err(crossbeam_channel::TryRecvError::Empty) => thread::park(),
+                        Err(crossbeam_channel::TryRecvError::Disconnected) => return socket,
                     }
                 })
                 .expect("spawning a floor writer");

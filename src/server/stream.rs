@@ -1,6 +1,6 @@
 //! Handing an event stream to its own writer thread: the socket taken from
-//! tiny_http (with the guard's hold on it), the hub subscription, the
-//! thread's scheduling, and the refusal when the hub is full.
+//! tiny_http (with the guard's hold on it), the hub subscription, and the
+//! refusal when the hub is full.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -76,7 +76,6 @@ impl Worker {
             .name("sse".into())
             .stack_size(STREAM_STACK)
             .spawn(move || {
-                yield_to_the_pump();
                 sse::stream::serve(wire, sub, &app.hub, &app.replayer, &opts);
                 streams.fetch_sub(1, Ordering::SeqCst);
             });
@@ -85,27 +84,6 @@ impl Worker {
             self.streams.fetch_sub(1, Ordering::SeqCst);
             log::error!("could not start an SSE writer thread: {e}");
         }
-    }
-}
-
-/// Puts the calling thread (a stream's writer) under `SCHED_BATCH`, which
-/// any thread may choose for itself without privileges.
-///
-/// Why: the pump hands each batch to every writer's channel in one loop, and
-/// under the default policy each writer it wakes may preempt it at once (CFS
-/// and EEVDF wake-up preemption), so the last subscriber is reached only
-/// after many writers have run. A `SCHED_BATCH` thread never preempts on
-/// wake-up but keeps its fair share of the CPU (its weight is unchanged, unlike
-/// a raised nice value, which would also slow delivery against the workers):
-/// the pump finishes the hand-out first, then the writers run. Failing to set
-/// it costs only that ordering, so a failure is logged once, not fatal.
-fn yield_to_the_pump() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; the call only reads `param`.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        let e = io::Error::last_os_error();
-        ONCE.call_once(|| log::warn!("SSE writers stay under SCHED_OTHER: {e}"));
     }
 }
 
@@ -125,30 +103,5 @@ impl<W: Write> Write for Held<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A thread that calls `yield_to_the_pump` runs under SCHED_BATCH (policy
-    /// 3 in the kernel's own account of it), and no other thread changes.
-    #[test]
-    fn writer_threads_run_as_batch() {
-        fn policy(tid: libc::pid_t) -> u32 {
-            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-            // Field 41; the fields after `comm`'s closing parenthesis start at 3.
-            let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-            after_comm.split(' ').nth(41 - 3).unwrap().parse().unwrap()
-        }
-        // SAFETY: gettid has no preconditions.
-        let here = unsafe { libc::gettid() };
-        let writer = std::thread::spawn(|| {
-            yield_to_the_pump();
-            policy(unsafe { libc::gettid() })
-        });
-        assert_eq!(writer.join().unwrap(), libc::SCHED_BATCH as u32);
-        assert_eq!(policy(here), libc::SCHED_OTHER as u32);
     }
 }
