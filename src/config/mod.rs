@@ -302,7 +302,7 @@ mod tests {
         // The rest of the table's values, which Config::default parses too.
         assert_eq!(c.write_rate, 120);
         assert_eq!(c.visitor_rate, 60);
-        assert_eq!(c.workers, 8);
+        assert_eq!(c.workers, 16);
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.max_subscribers, None);
         assert_eq!(c.assets_dir, None);

@@ -260,11 +260,12 @@ pub const OPTIONS: &[Opt] = &[
         env: "LIKEBOARD_WORKERS",
         // Each worker holds at most one request, so this is also the cap on
         // concurrent non-SSE requests; the rest wait in line. On 2 cores with
-        // Redis on the same machine (`make bench`, 32 senders), 8 answered the
-        // most likes: 16.6k/s with 4, 17.1k with 6, 18.0k with 8, 15.9k with
-        // 16, 14.3k with 32; more threads than that only take turns on the
-        // cores. A Redis further away (each round trip waits longer) wants more.
-        initial: Initial::Value("8"),
+        // Redis on the same machine (`make bench`, 32 senders), 8 and 16
+        // answered as many likes (runs alternating: 19.1-20.3k/s and
+        // 19.0-20.1k/s), 32 fewer (14.3k): more threads than that only take
+        // turns on the cores. A Redis further away (each round trip waits
+        // longer) wants more.
+        initial: Initial::Value("16"),
         help: "threads for ordinary requests (the cap on concurrent ones)",
         set: |c, name, v| {
             c.workers = parse_positive(name, v)?;
