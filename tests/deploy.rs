@@ -520,14 +520,25 @@ fn issued_visitors_through_nginx_and_one_over_its_allowance() {
     }
     assert_eq!(refused_in_a_row, 10, "both instances refuse it");
 
+    // Of 4 likes from the spent address, how many got through: each
+    // instance's bucket refills one token every 60/rate s, so one may come
+    // due in between at each; an address with a fresh allowance gets 4.
+    let through = |to, forged| {
+        (0..4)
+            .filter(|_| like_from(to, hammer, id, forged) == 200)
+            .count()
+    };
     // A forged header through nginx: nginx appends the real client, which
     // is what counts.
     for forged in ["203.0.113.9", "127.0.0.201"] {
-        assert_eq!(like_from(front, hammer, id, Some(forged)), 429, "{forged}");
+        assert!(through(front, Some(forged)) <= 2, "{forged} was believed");
     }
     // Straight to an instance from an untrusted peer: the header is ignored,
     // both ways round.
-    assert_eq!(like_from(a.addr, hammer, id, Some("203.0.113.9")), 429);
+    assert!(
+        through(a.addr, Some("203.0.113.9")) <= 1,
+        "believed from an untrusted peer"
+    );
     assert_eq!(like_from(a.addr, "127.0.0.202", id, Some(hammer)), 200);
     // Others behind nginx are not held back by it.
     assert_eq!(like_from(front, "127.0.0.203", id, None), 200);
