@@ -78,7 +78,10 @@ struct Pump<'a> {
     /// hand-out the pump waits out the rest of this before reading again:
     /// an event after a quiet spell goes at once, a storm's go in batches,
     /// at most one per board per period, which writers fold further
-    /// (`sse::frame::fold`).
+    /// (`sse::frame::fold`). The window is the process's, not a board's: a
+    /// pump that held back only the storming board would wake for each of
+    /// its events (a wake-up per like) just to set it aside; while one board
+    /// storms, a lone event elsewhere waits up to the window too.
     coalesce: Duration,
 }
 

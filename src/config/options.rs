@@ -163,7 +163,7 @@ pub const OPTIONS: &[Opt] = &[
         // on its own, 36% at 20 ms, 57% at 50 ms. 50 ms is below what anyone
         // sees, and half the bench's 100 ms between fan-out likes.
         initial: Initial::Value("50"),
-        help: "hand a board's events to its streams at most once per MS milliseconds; \
+        help: "hand events to the streams at most once per MS milliseconds; \
                a lone event goes at once, a storm's in batches (0: each read at once)",
         set: |c, name, v| {
             let ms: u64 = parse(name, v)?;
