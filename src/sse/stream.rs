@@ -177,7 +177,6 @@ pub fn run(
         };
         // Coalesce: everything already queued goes out in the same write,
         // folded (`frame::fold`: of several likes of a comment, the newest).
-        batches.clear();
         batches.push(first);
         batches.extend(sub.rx.try_iter());
         let mut pending: Vec<&Encoded> = Vec::new();
@@ -216,6 +215,9 @@ pub fn run(
         }
         buf.clear();
         fold(&mut buf, &pending, opts.dialect);
+        // The bytes are in `buf`: let go of the batches, so an idle writer
+        // keeps none alive (the vector keeps its room for the next wake-up).
+        batches.clear();
         if let Some(count) = viewers {
             buf.extend_from_slice(&viewers_event(count));
         }
@@ -223,7 +225,6 @@ pub fn run(
             continue;
         }
         let sent = out.send(&buf);
-        batches.clear();
         release_if_large(&mut buf);
         if sent.is_err() {
             return End::ClientLeft;
