@@ -163,14 +163,7 @@ fn two_instances_deliver_identical_sequences() {
     // Live listeners must not be sent the comments' events: both pumps hand
     // them out first (within --coalesce-ms of the last write).
     for server in [&a, &b] {
-        let deadline = Instant::now() + WAIT;
-        while server.get("/healthz").json()["last_event_id"].as_str() != Some(&start.to_string()) {
-            assert!(
-                Instant::now() < deadline,
-                "the pump never reached event {start}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        server.wait_delivered(start, WAIT);
     }
 
     let target = Arc::new(AtomicU64::new(u64::MAX));
@@ -285,12 +278,7 @@ both_backends!(
         // Once the pump has broadcast them, all 50 are history (the ring) when
         // the client is back: replayed, which is never folded. (Any still on
         // their way would reach it live, where queued likes fold.)
-        let deadline = Instant::now() + WAIT;
-        let newest = (last + 50).to_string();
-        while server.get("/healthz").json()["last_event_id"].as_str() != Some(newest.as_str()) {
-            assert!(Instant::now() < deadline, "the pump never broadcast {}", last + 50);
-            thread::sleep(Duration::from_millis(10));
-        }
+        server.wait_delivered(last + 50, WAIT);
         let last_header = last.to_string();
         let mut sse = connect(server.addr, "/events", &[("Last-Event-ID", &last_header)]);
         let replayed = read_until(&mut sse, last + 50, WAIT);

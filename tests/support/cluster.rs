@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{die_with_parent, kill_and_reap, tail, TempDir};
+use super::{die_with_parent, kill_and_reap, spawn_redis_server, tail, TempDir};
 
 /// How many masters the cluster has.
 const MASTERS: usize = 3;
@@ -318,30 +318,17 @@ impl RedisCluster {
 
     /// Starts node `i`'s process and waits until it answers PING.
     fn spawn(&mut self, i: usize) {
-        let binary = std::env::var("LIKEBOARD_TEST_REDIS_SERVER")
-            .unwrap_or_else(|_| "redis-server".to_string());
         let node = &self.nodes[i];
-        let mut cmd = Command::new(&binary);
-        cmd.args(["--port", &node.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes"])
-            .arg("--cluster-config-file")
-            .arg(&node.conf)
-            .args(["--cluster-port", &node.bus_port.to_string()])
-            .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
-            // A dead master's slots fail alone: the others keep serving theirs.
-            .args(["--cluster-require-full-coverage", "no"])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .args(["--save", ""])
-            .arg("--dir")
-            .arg(&node.dir)
-            .arg("--logfile")
-            .arg(node.dir.join("redis.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {binary:?} ({e}); `make test-deps` installs redis-server")
+        let child = spawn_redis_server(node.port, &node.dir, &node.dir.join("redis.log"), |cmd| {
+            cmd.args(["--cluster-enabled", "yes"])
+                .arg("--cluster-config-file")
+                .arg(&node.conf)
+                .args(["--cluster-port", &node.bus_port.to_string()])
+                .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
+                // A dead master's slots fail alone: the others keep serving theirs.
+                .args(["--cluster-require-full-coverage", "no"])
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .args(["--save", ""]);
         });
         let port = node.port;
         self.nodes[i].child = Some(child);

@@ -114,6 +114,33 @@ fn exit_state(pid: u32) -> String {
     }
 }
 
+/// Starts the redis-server the tests use (`$LIKEBOARD_TEST_REDIS_SERVER`, else
+/// the one on PATH) on 127.0.0.1:`port`, working in `dir` and logging to
+/// `log`, with the options `configure` adds; it dies with us.
+pub fn spawn_redis_server(
+    port: u16,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    configure: impl FnOnce(&mut Command),
+) -> Child {
+    let binary =
+        std::env::var("LIKEBOARD_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string());
+    let mut cmd = Command::new(&binary);
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+    configure(&mut cmd);
+    cmd.arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!("cannot start {binary:?} ({e}); `make test-deps` installs redis-server")
+    })
+}
+
 /// Kills a child with SIGKILL and reaps it; nothing if it is gone already.
 fn kill_and_reap(child: &mut Option<Child>) {
     if let Some(mut child) = child.take() {
@@ -195,23 +222,10 @@ impl RedisServer {
     /// until it answers PING, or panics with its log.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server is already running");
-        let binary = std::env::var("LIKEBOARD_TEST_REDIS_SERVER")
-            .unwrap_or_else(|_| "redis-server".to_string());
         let log = self.dir.0.join("redis.log");
-        let mut cmd = Command::new(&binary);
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(&self.extra)
-            .arg("--dir")
-            .arg(&self.dir.0)
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {binary:?} ({e}); `make test-deps` installs redis-server")
+        let child = spawn_redis_server(self.port, &self.dir.0, &log, |cmd| {
+            cmd.args(["--save", "", "--appendonly", "no"])
+                .args(&self.extra);
         });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -521,6 +535,26 @@ impl Likeboard {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.died(&format!("kept {last} subscribers, expected {n}"));
+    }
+
+    /// Waits until the pump has handed the default board's event `id` to the
+    /// hub (`/healthz`'s `last_event_id`): it is in the ring, and streams
+    /// that connect from now on get it as history, not live.
+    pub fn wait_delivered(&self, id: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let want = id.to_string();
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            last = self.get("/healthz").json()["last_event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if last == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.died(&format!("the pump stayed at event {last}, expected {id}"));
     }
 
     /// Posts a comment and returns its id.
