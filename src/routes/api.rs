@@ -10,7 +10,7 @@ use serde_json::json;
 use tiny_http::Request;
 
 use super::http::{Reply, CSP};
-use super::{resume, truncate_path, App, Outcome, Visitor, LIMIT_MAX};
+use super::{resume, truncate_path, App, At, Outcome, Route, Visitor, LIMIT_MAX};
 use crate::board::Board;
 use crate::classroom;
 use crate::error::Error;
@@ -25,18 +25,15 @@ const LIMIT_DEFAULT: usize = 100;
 /// How many boards the page lists in its board list.
 const BOARDS_ON_PAGE: usize = 12;
 
-/// Where the page of `board` finds its comments and its stream: the paths
-/// that predate boards for the default board (so its page reads as it
-/// always did), the board's own paths for any other.
+/// Where the page of `board` finds its comments and its stream, from the
+/// route table: the paths that predate boards for the default board (so its
+/// page reads as it always did), the board's own paths for any other.
 pub(super) fn board_urls(board: &Board) -> (String, String) {
-    if board.is_main() {
-        ("/api/comments".into(), "/events".into())
-    } else {
-        (
-            format!("/api/boards/{board}/comments"),
-            format!("/api/boards/{board}/events"),
-        )
-    }
+    let at = At::of(board);
+    (
+        Route::ListComments { board: at }.path(),
+        Route::Events { board: at }.path(),
+    )
 }
 
 /// The page of `board`; with `moderate`, with the moderator's controls (the

@@ -153,7 +153,16 @@ pub enum At<'a> {
     Named(&'a str),
 }
 
-impl At<'_> {
+impl<'a> At<'a> {
+    /// How the routes name `board`: the default one by the paths without a board.
+    pub fn of(board: &'a Board) -> Self {
+        if board.is_main() {
+            At::Main
+        } else {
+            At::Named(board.as_str())
+        }
+    }
+
     /// The board, or a 400 saying what is wrong with its name.
     pub fn board(&self) -> Result<Board, Error> {
         match self {
@@ -288,6 +297,25 @@ impl<'a> Route<'a> {
             (Get, ["api", "admin", "audit"], _) => AdminRoute::Audit,
             _ => return None,
         })
+    }
+
+    /// The path of this route with its `{board}` filled in (for routes that
+    /// name nothing else): how the page and replies point at a board's routes.
+    pub fn path(&self) -> String {
+        let pattern = self.pattern();
+        let board = match self {
+            Route::Index { board }
+            | Route::ListComments { board }
+            | Route::AddComment { board }
+            | Route::Events { board } => *board,
+            _ => At::Main,
+        };
+        let path = match board {
+            At::Main => pattern.to_string(),
+            At::Named(name) => pattern.replace("{board}", name),
+        };
+        debug_assert!(!path.contains('{'), "{path} names more than a board");
+        path
     }
 
     /// The route as a fixed pattern: the `route` label of the request metrics.
@@ -582,5 +610,32 @@ mod tests {
         );
         assert!(At::Named("Bad!").board().is_err());
         assert_eq!(At::Main.board().unwrap(), Board::main());
+    }
+
+    /// A board route's `path` is a path the table reads back as that route:
+    /// the default board's without a board, any other's with its name.
+    #[test]
+    fn board_paths_parse_back() {
+        let config = Config::default();
+        let named = Board::parse("class-2b").unwrap();
+        for board in [Board::main(), named] {
+            let at = At::of(&board);
+            for route in [
+                Route::Index { board: at },
+                Route::ListComments { board: at },
+                Route::Events { board: at },
+            ] {
+                let path = route.path();
+                assert_eq!(parse(Method::Get, &path, &config), route, "{path}");
+            }
+        }
+        assert_eq!(Route::Events { board: At::Main }.path(), "/events");
+        assert_eq!(
+            Route::ListComments {
+                board: At::Named("x")
+            }
+            .path(),
+            "/api/boards/x/comments"
+        );
     }
 }
