@@ -103,7 +103,8 @@ pub enum Outcome {
 /// Every board route comes in two forms: with the board in the path
 /// (`/api/boards/{board}/...`, `/b/{board}`), and the form that predates
 /// boards (`/api/comments`, `/events`, `/`), which means the default board.
-/// `board` is `None` for the second: [`At`] says so to the metrics label.
+/// [`At::Main`] stands for the second, and keeps its metrics label and its
+/// path ([`Route::path`]) those of old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
     /// `GET /` or `GET /b/{board}`: the board's page, rendered on the server.
